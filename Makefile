@@ -1,0 +1,38 @@
+# Taskplane developer commands. The README's two set-up commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Values that satisfy production settings' validation, for `check --deploy` only (not secrets).
+DEPLOY_CHECK_ENV := \
+	SECRET_KEY=deploy-check-only-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ \
+	ALLOWED_HOSTS=taskplane.example.com \
+	DATABASE_URL=postgres://postgres@127.0.0.1:5432/taskplane \
+	CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \
+	FERNET_KEYS=ZGVwbG95LWNoZWNrLW9ubHktbm90LWEtc2VjcmV0ISE= \
+	METRICS_TOKEN=deploy-check-only
+
+.PHONY: run test lint venv clean
+
+$(STAMP): requirements/base.txt requirements/dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv
+	compose/start/local.sh
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: lint
+	DJANGO_SETTINGS_MODULE=settings.test $(BIN)/python manage.py makemigrations --check --dry-run
+	$(DEPLOY_CHECK_ENV) $(BIN)/python manage.py check --deploy --fail-level WARNING --settings settings.production
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Django apps: the Taskplane control plane."""

@@ -1,0 +1,1 @@
+"""What every Taskplane app shares: errors, problem details, API auth, logging, telemetry."""

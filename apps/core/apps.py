@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class CoreConfig(AppConfig):
+    name = "apps.core"
+    label = "core"
+    verbose_name = "Taskplane core"
+
+    def ready(self) -> None:
+        from apps.core import telemetry
+
+        telemetry.configure_from_settings()

@@ -1,0 +1,111 @@
+"""RFC 9457 problem details: one builder, one DRF exception handler, used for every API error."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from http import HTTPStatus
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from rest_framework import exceptions
+from rest_framework.views import set_rollback
+
+from apps.core.errors import TaskplaneError
+from apps.core.request_context import get_request_id
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+# Headers of an error response that carry meaning for the client and must survive conversion.
+PRESERVED_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "X-Request-ID")
+
+
+def problem_response(
+    *,
+    status: int,
+    request: HttpRequest | None,
+    detail: str | None = None,
+    title: str | None = None,
+    type_uri: str = "about:blank",
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> HttpResponse:
+    """Build an ``application/problem+json`` response."""
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    body: dict[str, Any] = {
+        "type": type_uri,
+        "title": title or phrase,
+        "status": status,
+        "detail": detail or phrase,
+        "instance": request.path if request is not None else None,
+        "request_id": get_request_id(),
+    }
+    if errors:
+        body["errors"] = errors
+    response = HttpResponse(json.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _field_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
+    """Flatten DRF's nested validation detail into [{field, message, code}]."""
+    if isinstance(detail, dict):
+        flattened: list[dict[str, str]] = []
+        for key, value in detail.items():
+            field = f"{prefix}.{key}" if prefix else str(key)
+            flattened.extend(_field_errors(value, field))
+        return flattened
+    if isinstance(detail, list):
+        flattened = []
+        for index, item in enumerate(detail):
+            nested = isinstance(item, (dict, list))
+            flattened.extend(_field_errors(item, f"{prefix}[{index}]" if nested else prefix))
+        return flattened
+    return [{"field": prefix or "non_field_errors", "message": str(detail), "code": getattr(detail, "code", "invalid")}]
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, Http404):
+        return exceptions.NotFound()
+    if isinstance(exc, DjangoPermissionDenied):
+        return exceptions.PermissionDenied()
+    if isinstance(exc, DjangoValidationError):
+        return exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    return exc
+
+
+def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse:
+    """DRF EXCEPTION_HANDLER: every exception raised in an API view becomes a problem response."""
+    request = context.get("request")
+    set_rollback()
+    if isinstance(exc, TaskplaneError):
+        return problem_response(
+            status=exc.status, request=request, title=exc.title, detail=exc.detail,
+            type_uri=exc.type_uri, errors=exc.errors,
+        )
+    exc = _translate(exc)
+    if not isinstance(exc, exceptions.APIException):
+        logger.exception("Unhandled error in API view")
+        return problem_response(
+            status=500, request=request,
+            detail="An unexpected error occurred. Quote the request_id when reporting it.",
+        )
+    headers: dict[str, str] = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
+    if isinstance(exc, exceptions.ValidationError):
+        return problem_response(
+            status=exc.status_code, request=request, title="Validation failed",
+            detail="The request has invalid fields; see errors.",
+            type_uri="urn:taskplane:problem:validation-error",
+            errors=_field_errors(exc.detail), headers=headers,
+        )
+    detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    return problem_response(status=exc.status_code, request=request, detail=str(detail), headers=headers)

@@ -1,0 +1,1 @@
+"""Orders: a small example domain that exercises every platform capability end to end."""

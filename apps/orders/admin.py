@@ -1,0 +1,12 @@
+from django.contrib import admin
+
+from apps.orders.models import Order
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = ("id", "owner", "sku", "quantity", "status", "created_at")
+    list_filter = ("status", "created_at")
+    search_fields = ("sku", "owner__username")
+    date_hierarchy = "created_at"
+    raw_id_fields = ("owner",)

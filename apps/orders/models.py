@@ -1,0 +1,29 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Order(models.Model):
+    """An order for a quantity of one SKU, owned by the user who placed it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RESERVED = "reserved"
+        CANCELLED = "cancelled"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="orders")
+    sku = models.CharField(max_length=64)
+    quantity = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-created_at", "-id"], name="order_owner_newest")]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gte=1, quantity__lte=1000), name="order_quantity_range"),
+            models.CheckConstraint(condition=~Q(sku=""), name="order_sku_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Order {self.pk}: {self.quantity} × {self.sku}"

@@ -1,0 +1,15 @@
+from rest_framework import serializers
+
+from apps.orders.models import Order
+
+
+class OrderCreateSerializer(serializers.Serializer):
+    sku = serializers.CharField(min_length=1, max_length=64, trim_whitespace=False)
+    quantity = serializers.IntegerField(min_value=1, max_value=1000)
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Order
+        fields = ["id", "sku", "quantity", "status", "created_at"]
+        read_only_fields = fields

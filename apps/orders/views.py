@@ -1,0 +1,37 @@
+"""Orders API: place, list and fetch your own orders."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.core.pagination import StandardPagination
+from apps.orders.selectors import order_get, order_list
+from apps.orders.serializers import OrderCreateSerializer, OrderSerializer
+from apps.orders.services import order_place
+
+
+class OrderListCreateView(APIView):
+    @extend_schema(operation_id="orders_list", responses=OrderSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        paginator = StandardPagination()
+        page = paginator.paginate_queryset(order_list(owner=request.user), request, view=self)
+        return paginator.get_paginated_response(OrderSerializer(page, many=True).data)
+
+    @extend_schema(operation_id="orders_create", request=OrderCreateSerializer, responses={201: OrderSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = OrderCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        order = order_place(owner=request.user, **serializer.validated_data)
+        location = request.build_absolute_uri(reverse("orders:detail", kwargs={"order_id": order.pk}))
+        return Response(OrderSerializer(order).data, status=status.HTTP_201_CREATED, headers={"Location": location})
+
+
+class OrderDetailView(APIView):
+    @extend_schema(operation_id="orders_retrieve", responses=OrderSerializer)
+    def get(self, request: Request, order_id: int) -> Response:
+        return Response(OrderSerializer(order_get(owner=request.user, order_id=order_id)).data)

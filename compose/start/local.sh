@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make run`: migrate, ensure an admin account, then run web + worker + beat in the foreground.
+# Ctrl-C (or SIGTERM to the process group) stops all three; honcho forwards the signal and waits
+# up to STOP_TIMEOUT seconds (default 30) for a clean exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+export PATH="$root/.venv/bin:$PATH"
+export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-settings.local}"
+export TASKPLANE_VAR_DIR="${TASKPLANE_VAR_DIR:-$root/var}"
+export HOST="${HOST:-127.0.0.1}" PORT="${PORT:-8000}" CELERY_LOG_LEVEL="${CELERY_LOG_LEVEL:-INFO}"
+# One metrics directory for every process of this run, so the web's /metrics shows workers too.
+export PROMETHEUS_MULTIPROC_DIR="$TASKPLANE_VAR_DIR/prometheus"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+
+python manage.py migrate --noinput
+python manage.py ensure_admin
+
+base="http://$HOST:$PORT"
+cat <<MSG
+
+Taskplane is starting ($DJANGO_SETTINGS_MODULE):
+  admin      $base/admin/
+  API docs   $base/api/docs/   (schema: $base/api/schema/)
+  health     $base/health/
+  metrics    $base/metrics
+Press Ctrl-C to stop web, worker and beat.
+
+MSG
+exec python compose/start/supervise.py "${STOP_TIMEOUT:-30}" \
+  --app-root "$root" -f compose/Procfile.local start --port "$PORT"

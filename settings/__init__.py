@@ -1,0 +1,1 @@
+"""Django settings package: base, local (embedded default), test and production."""

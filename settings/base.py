@@ -1,0 +1,212 @@
+"""Settings shared by every environment. Environment-specific modules import * from here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from settings import env
+from settings.log_config import build_logging
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env.text("TASKPLANE_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = False
+ALLOWED_HOSTS: list[str] = []
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_prometheus",
+    "health_check",
+    "apps.core",
+    "apps.orders",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "apps.core.middleware.RequestIdMiddleware",
+    "apps.core.middleware.ApiProblemMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "settings.urls"
+WSGI_APPLICATION = "settings.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# --- API -------------------------------------------------------------------------------------
+API_THROTTLE_RATE = env.text("API_THROTTLE_RATE", "600/min")
+API_ANON_THROTTLE_RATE = env.text("API_ANON_THROTTLE_RATE", "60/min")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "apps.core.api_auth.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["apps.core.throttling.PrincipalRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"principal": API_THROTTLE_RATE, "anonymous": API_ANON_THROTTLE_RATE},
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.StandardPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "apps.core.problems.problem_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Taskplane API",
+    "DESCRIPTION": (
+        "Control-plane API of Taskplane. Authenticate with `Authorization: Bearer <api key>` "
+        "(create keys with `manage.py create_api_key`). Every error is RFC 9457 "
+        "`application/problem+json`."
+    ),
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.core.openapi.add_problem_responses",
+    ],
+}
+
+# --- Observability ---------------------------------------------------------------------------
+LOG_LEVEL = env.text("LOG_LEVEL", "INFO").upper()
+LOG_FORMAT = env.text("LOG_FORMAT", "json")
+LOGGING_CONFIG = "logging.config.dictConfig"
+LOGGING = build_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
+
+OTEL_EXPORTER_OTLP_ENDPOINT = env.text("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+OTEL_SERVICE_NAME = env.text("OTEL_SERVICE_NAME", "taskplane")
+# Tracing costs nothing when off: no instrumentation is installed unless an exporter is configured.
+TRACING_ENABLED = env.boolean("TRACING_ENABLED", bool(OTEL_EXPORTER_OTLP_ENDPOINT))
+
+# /metrics is open unless a token or allowed networks are configured (production requires one).
+METRICS_TOKEN = env.text("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = env.networks("METRICS_ALLOWED_NETWORKS", [])
+METRICS_PUBLIC = True
+# Set for multi-process servers (gunicorn workers, Celery prefork); prometheus_client reads it too.
+PROMETHEUS_MULTIPROC_DIR = env.text("PROMETHEUS_MULTIPROC_DIR", "")
+# A worker serves its own /metrics on this port when set (0 = off; `make run` aggregates into the web's).
+WORKER_METRICS_PORT = env.integer("WORKER_METRICS_PORT", 0, minimum=0)
+WORKER_METRICS_ADDR = env.text("WORKER_METRICS_ADDR", "0.0.0.0")  # noqa: S104 - scraped from other pods
+
+# Keys for encrypting data at rest, newest first (MultiFernet). Production requires them.
+FERNET_KEYS: list[str] = env.fernet_keys("FERNET_KEYS", [])
+
+# --- Celery ----------------------------------------------------------------------------------
+CELERY_TASK_SOFT_TIME_LIMIT = env.integer("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
+CELERY_TASK_TIME_LIMIT = env.integer("CELERY_TASK_TIME_LIMIT", 360, minimum=1)
+# A Redis broker re-delivers unacknowledged messages after the visibility timeout; it must exceed
+# the hard time limit or a long task that is still running would be handed to a second worker.
+CELERY_VISIBILITY_TIMEOUT = env.integer("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_BROKER_POOL_LIMIT = 10
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Admin bootstrap (used by `manage.py ensure_admin`) ---------------------------------------
+ADMIN_USERNAME = env.text("DJANGO_SUPERUSER_USERNAME", "admin")
+ADMIN_EMAIL = env.text("DJANGO_SUPERUSER_EMAIL", "admin@example.com")
+ADMIN_PASSWORD = env.text("DJANGO_SUPERUSER_PASSWORD", "")
+
+
+def broker_transport_options(broker_url: str) -> dict[str, object]:
+    """Return kombu transport options suited to the broker URL's transport."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        if CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(
+                "CELERY_VISIBILITY_TIMEOUT must be greater than CELERY_TASK_TIME_LIMIT "
+                f"({CELERY_VISIBILITY_TIMEOUT} <= {CELERY_TASK_TIME_LIMIT})."
+            )
+        return {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+    if broker_url.startswith("filesystem://"):
+        folder = VAR_DIR / "broker"
+        for sub in ("queue", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+            # The filesystem transport polls; a short interval keeps `make run` responsive.
+            "polling_interval": 0.1,
+        }
+    return {}
+
+
+def cache_config(redis_url: str) -> dict[str, dict[str, object]]:
+    """Return CACHES: Redis when a URL is given, otherwise process-local memory."""
+    if redis_url:
+        return {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": redis_url,
+                "KEY_PREFIX": "taskplane",
+                "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+            }
+        }
+    return {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

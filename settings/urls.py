@@ -1,0 +1,27 @@
+"""URL wiring: admin, API, schema/docs, health probes and metrics."""
+
+from django.contrib import admin
+from django.urls import include, path, register_converter
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
+
+from apps.core import health
+from apps.core.converters import IdConverter
+from apps.core.metrics_view import metrics
+
+register_converter(IdConverter, "id")
+
+api_patterns = [
+    path("orders/", include("apps.orders.urls")),
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny]), name="docs"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include(api_patterns)),
+    path("health/", health.health, name="health"),
+    path("health/ready", health.ready, name="health-ready"),
+    path("health/live", health.live, name="health-live"),
+    path("metrics", metrics, name="metrics"),
+]

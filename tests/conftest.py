@@ -1,0 +1,56 @@
+"""Suite-wide fixtures. The suite needs real PostgreSQL, Redis and RabbitMQ and stops at once without them."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from django.conf import settings
+
+from tests.services import unreachable_services
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    problems = unreachable_services()
+    if problems:
+        pytest.exit("Required services are missing:\n  " + "\n  ".join(problems), returncode=3)
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    """Each test starts with an empty cache (throttle counters, health probe keys)."""
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    yield
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="not-used-here")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username="bob", password="not-used-here")
+
+
+@pytest.fixture
+def api_key(user) -> str:
+    from apps.core.api_keys import api_key_create
+
+    return api_key_create(username=user.username)[1]
+
+
+@pytest.fixture
+def api_client(api_key):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    return client
+
+
+@pytest.fixture
+def broker_redis():
+    """The Redis database used as the Celery broker in tests, emptied before each test."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    return client

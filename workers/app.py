@@ -1,0 +1,21 @@
+"""The Celery application, configured from Django settings (CELERY_* names)."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.local")
+
+app = Celery("taskplane")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+from workers import observability  # noqa: E402  (signal handlers need the app)
+from workers.beat import BEAT_SCHEDULE  # noqa: E402
+from workers.queues import TASK_QUEUES, task_routes  # noqa: E402
+
+app.conf.task_queues = TASK_QUEUES
+app.conf.task_routes = task_routes()
+app.conf.beat_schedule = BEAT_SCHEDULE
+# Task modules are imported when the worker starts, after Django is set up.
+app.conf.imports = ["workers.tasks.core"]
+observability.connect(app)

@@ -1,0 +1,15 @@
+"""The beat schedule. Every entry must expire, so a backlog never replays stale periodic work."""
+
+from apps.core.task_contract import HEARTBEAT
+
+BEAT_SCHEDULE = {
+    "core-heartbeat": {
+        "task": HEARTBEAT,
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
+}
+
+_missing_expiry = [name for name, entry in BEAT_SCHEDULE.items() if "expires" not in entry.get("options", {})]
+if _missing_expiry:
+    raise RuntimeError(f"Beat entries without 'expires': {_missing_expiry}")

@@ -1,0 +1,62 @@
+"""Worker signals: Django logging config, task metrics, and a Prometheus endpoint for the worker."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import time
+
+from celery import Celery, signals
+from prometheus_client import Counter, Histogram
+
+logger = logging.getLogger(__name__)
+
+TASKS_TOTAL = Counter("taskplane_tasks_total", "Tasks finished, by name and outcome", ["task", "outcome"])
+TASK_SECONDS = Histogram("taskplane_task_duration_seconds", "Task run time", ["task"])
+_started: dict[str, float] = {}
+
+
+@signals.setup_logging.connect
+def _keep_django_logging(**kwargs) -> None:
+    # Connecting this signal stops Celery from replacing the handlers Django's LOGGING installed.
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+
+
+def _on_prerun(task_id=None, **kwargs) -> None:
+    _started[task_id] = time.perf_counter()
+
+
+def _on_postrun(task_id=None, task=None, state=None, **kwargs) -> None:
+    started = _started.pop(task_id, None)
+    if task is None:
+        return
+    if started is not None:
+        TASK_SECONDS.labels(task.name).observe(time.perf_counter() - started)
+    TASKS_TOTAL.labels(task.name, (state or "unknown").lower()).inc()
+
+
+def _start_metrics_server(sender=None, **kwargs) -> None:
+    from django.conf import settings
+
+    port = settings.WORKER_METRICS_PORT
+    if not port:
+        return
+    from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = REGISTRY
+    if settings.PROMETHEUS_MULTIPROC_DIR:
+        # In prefork mode the metrics live in the child processes; the shared directory collects them.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    start_http_server(port, addr=settings.WORKER_METRICS_ADDR, registry=registry)
+    logger.info("Worker metrics on :%s/metrics", port)
+
+
+def connect(app: Celery) -> None:
+    """Attach the signal handlers for processes started from this app."""
+    signals.task_prerun.connect(_on_prerun, weak=False)
+    signals.task_postrun.connect(_on_postrun, weak=False)
+    signals.worker_ready.connect(_start_metrics_server, weak=False)

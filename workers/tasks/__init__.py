@@ -1,0 +1,1 @@
+"""Thin task entry points: parse arguments, call an app service, return small JSON."""
