@@ -165,6 +165,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BROKER_POOL_LIMIT = 10
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# How often beat asks a worker to record the heartbeat shown in admin.
+HEARTBEAT_SECONDS = env.integer("HEARTBEAT_SECONDS", 30, minimum=1)
 
 # --- Admin bootstrap (used by `manage.py ensure_admin`) ---------------------------------------
 ADMIN_USERNAME = env.text("DJANGO_SUPERUSER_USERNAME", "admin")

@@ -1,12 +1,15 @@
 """The beat schedule. Every entry must expire, so a backlog never replays stale periodic work."""
 
+from django.conf import settings
+
 from apps.core.task_contract import HEARTBEAT
 
 BEAT_SCHEDULE = {
     "core-heartbeat": {
         "task": HEARTBEAT,
-        "schedule": 30.0,
-        "options": {"expires": 25},
+        "schedule": float(settings.HEARTBEAT_SECONDS),
+        # A heartbeat older than its interval says nothing; let the broker drop it.
+        "options": {"expires": settings.HEARTBEAT_SECONDS},
     },
 }
 

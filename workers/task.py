@@ -10,7 +10,10 @@ from workers.app import app
 
 
 def taskplane_task(name: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
-    """Register a task under its contract name, on its contract queue, with acks_late and time limits.
+    """Register a task under its contract name with acks_late and time limits.
+
+    Its queue comes from the contract through ``task_routes`` (Celery routes by name, so a task
+    sent by name from anywhere lands on the same queue).
 
     Tasks take ids or small JSON and must be idempotent: late acknowledgement means a task whose
     worker died is delivered again.
@@ -19,7 +22,6 @@ def taskplane_task(name: str, **options: Any) -> Callable[[Callable[..., Any]], 
         raise ValueError(f"Task {name!r} is not listed in apps.core.task_contract.TASK_QUEUES")
     settings = {
         "name": name,
-        "queue": TASK_QUEUES[name],
         "acks_late": True,
         "reject_on_worker_lost": True,
         "soft_time_limit": app.conf.task_soft_time_limit,

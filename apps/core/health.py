@@ -59,8 +59,12 @@ class Migrations(HealthCheck):
 
     def run(self) -> None:
         connection = connections[self.alias]
-        executor = MigrationExecutor(connection)
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        try:
+            executor = MigrationExecutor(connection)
+            plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        finally:
+            # Checks run on executor threads; a connection left open there would never be reused.
+            connection.close()
         if plan:
             raise ServiceUnavailable(f"{len(plan)} migration(s) not applied; run manage.py migrate")
 

@@ -6,10 +6,11 @@ import re
 import uuid
 from collections.abc import Callable
 
+from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponse
 
 from apps.core.problems import PRESERVED_HEADERS, PROBLEM_CONTENT_TYPE, problem_response
-from apps.core.request_context import reset_request_id, set_request_id
+from apps.core.request_context import set_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Accept caller ids that are safe to log and echo; anything else is replaced, not trusted.
@@ -27,13 +28,19 @@ class RequestIdMiddleware:
         offered = request.headers.get(REQUEST_ID_HEADER, "")
         request_id = offered if _VALID_REQUEST_ID.match(offered) else uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
-        token = set_request_id(request_id)
-        try:
-            response = self.get_response(request)
-        finally:
-            reset_request_id(token)
+        # Left bound until request_finished: Django logs the response ("Not Found: …") after the
+        # middleware chain has returned, and that line must carry the id too.
+        set_request_id(request_id)
+        response = self.get_response(request)
         response[REQUEST_ID_HEADER] = request_id
         return response
+
+
+def _clear_request_id(**kwargs) -> None:
+    set_request_id(None)
+
+
+request_finished.connect(_clear_request_id, dispatch_uid="taskplane-clear-request-id")
 
 
 class ApiProblemMiddleware:

@@ -12,11 +12,6 @@ def get_request_id() -> str | None:
     return _request_id.get()
 
 
-def set_request_id(value: str | None) -> object:
-    """Bind a request id to the current context and return a token for ``reset_request_id``."""
-    return _request_id.set(value)
-
-
-def reset_request_id(token: object) -> None:
-    """Restore the request id that was bound before ``set_request_id``."""
-    _request_id.reset(token)  # type: ignore[arg-type]
+def set_request_id(value: str | None) -> None:
+    """Bind a request id (or None) to the current context."""
+    _request_id.set(value)

@@ -1,0 +1,202 @@
+"""Property-based API tests: whatever a client sends, the answer is below 500 and every error is problem+json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import schemathesis
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import Client
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+
+pytestmark = pytest.mark.django_db
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+ORDERS_URL = "/api/orders/"
+# One fixture-created API key serves every example of a test; the health check warns about exactly that.
+PROPERTY_SETTINGS = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+class InProcessWsgiApp:
+    """The project's WSGI handler, safe to call inside the test's transaction.
+
+    Django closes the database connection when a request starts and finishes; inside pytest-django's
+    transaction that would throw away the test's rows. Django's test client detaches that handler
+    from the request signals for the duration of a request, and so does this wrapper.
+    """
+
+    def __init__(self) -> None:
+        self.handler = WSGIHandler()
+
+    def __call__(self, environ, start_response):
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+        try:
+            response = self.handler(environ, start_response)
+            # Closing the response sends request_finished, so read and close it while detached.
+            body = b"".join(response)
+            response.close()
+        finally:
+            request_started.connect(close_old_connections)
+            request_finished.connect(close_old_connections)
+        return [body]
+
+
+# Loaded at collection; pytest-django has configured Django by then and the schema view needs no database.
+# (schemathesis.pytest.from_fixture would defer this, but its lazy loader breaks on pytest 9: Node._nodeid.)
+schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", InProcessWsgiApp())
+
+
+def assert_no_server_error_and_errors_are_problems(status: int, content_type: str, body: bytes, request: str) -> None:
+    event(f"status {status}")  # shown by --hypothesis-show-statistics: which paths the examples reached
+    assert status < 500, f"{request} -> {status}: {body[:500]!r}"
+    if status >= 400:
+        assert content_type.split(";")[0].strip() == PROBLEM_CONTENT_TYPE, f"{request} -> {status} {content_type}"
+        problem = json.loads(body)
+        assert problem["status"] == status, f"{request} -> {problem}"
+
+
+@settings(PROPERTY_SETTINGS, max_examples=150)
+@schema.parametrize()
+def test_schema_driven_requests_never_fail_with_5xx_or_non_problem_errors(case, api_key):
+    response = case.call(headers={"Authorization": f"Bearer {api_key}"})
+
+    content_type = response.headers.get("content-type", [""])[0]
+    assert_no_server_error_and_errors_are_problems(
+        response.status_code, content_type, response.content, case.as_curl_command()
+    )
+    if response.status_code >= 400:
+        # Error answers must also be documented: the status listed and the body a valid Problem.
+        case.validate_response(
+            response, checks=[status_code_conformance, content_type_conformance, response_schema_conformance]
+        )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="orders_list documents a bare array of Order, but the view answers a paginated "
+    "{count, next, previous, results} object (and page/page_size are not documented).",
+)
+def test_order_list_answer_matches_its_documented_schema(api_key):
+    case = schema["/api/orders/"]["GET"].Case()
+    response = case.call(headers={"Authorization": f"Bearer {api_key}"})
+
+    assert response.status_code == 200
+    case.validate_response(response, checks=[response_schema_conformance])
+
+
+# --- Plain Hypothesis: arbitrary JSON bodies and header values ----------------------------------
+
+VALID_KEY = object()  # stands for the fixture's real key, which does not exist when strategies are built
+# A WSGI server hands header values to Django as latin-1 text (PEP 3333); control characters cannot
+# arrive in a header at all, so "printable" here means latin-1 minus the Cc category.
+header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_categories=("Cc",)), max_size=80)
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(10**60), max_value=10**60)
+    | st.floats()  # NaN and infinities serialize as NaN/Infinity, which strict JSON parsers must reject
+    | st.text(max_size=80)
+    | st.text(st.sampled_from("\x00a\u00e9\u4e2d\U0001f600 "), max_size=70)  # NUL and multi-byte characters
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=25,
+)
+# Bodies shaped like an order reach the serializer's fields, the service and the database constraints.
+order_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "sku": json_values | st.text(min_size=1, max_size=70),
+        "quantity": json_values | st.integers(min_value=-2, max_value=1002),
+        "status": json_values,
+        "id": json_values,
+    },
+)
+bodies = (
+    json_values.map(lambda value: json.dumps(value, ensure_ascii=False).encode())
+    | order_like.map(lambda value: json.dumps(value).encode())
+    | st.binary(max_size=40)
+)
+authorizations = st.one_of(
+    st.none(),
+    st.just(VALID_KEY),
+    header_text,
+    header_text.map(lambda text: f"Bearer {text}"),
+    header_text.map(lambda text: f"Bearer tp_{text}"),
+)
+accepts = st.one_of(
+    st.none(),
+    st.sampled_from(
+        ["application/json", "*/*", "application/problem+json", "text/html", "application/xml", "application/json; indent=4"]
+    ),
+    header_text,
+)
+content_types = st.one_of(
+    st.sampled_from(
+        ["application/json", "application/json; charset=utf-8", "application/json; charset=latin-1", "text/plain",
+         "application/x-www-form-urlencoded", "multipart/form-data", "multipart/form-data; boundary=x"]
+    ),
+    header_text,
+)
+request_ids = st.none() | header_text
+
+
+@settings(PROPERTY_SETTINGS, max_examples=600)
+@given(
+    body=bodies, authorization=authorizations, accept=accepts, content_type=content_types, request_id=request_ids
+)
+def test_any_order_post_is_answered_without_5xx_and_errors_are_problems(
+    api_key, body, authorization, accept, content_type, request_id
+):
+    headers = {"Accept": accept, "X-Request-ID": request_id}
+    headers["Authorization"] = f"Bearer {api_key}" if authorization is VALID_KEY else authorization
+    headers = {name: value for name, value in headers.items() if value is not None}
+    client = Client(raise_request_exception=False)
+
+    # generic() sends the bytes untouched; post() would re-encode them with the Content-Type's charset.
+    response = client.generic("POST", ORDERS_URL, data=body, content_type=content_type, headers=headers)
+
+    assert_no_server_error_and_errors_are_problems(
+        response.status_code, response.get("Content-Type", ""), response.content, f"POST {body[:200]!r} {headers}"
+    )
+
+
+# page and page_size are not in the schema (see the xfail above), so Schemathesis cannot reach them.
+query_values = st.none() | header_text | st.integers(min_value=-(10**30), max_value=10**30).map(str)
+
+
+@settings(PROPERTY_SETTINGS, max_examples=150)
+@given(page=query_values, page_size=query_values)
+def test_any_order_list_query_is_answered_without_5xx_and_errors_are_problems(api_client, page, page_size):
+    query = {name: value for name, value in {"page": page, "page_size": page_size}.items() if value is not None}
+
+    response = api_client.get(ORDERS_URL, query)
+
+    assert_no_server_error_and_errors_are_problems(
+        response.status_code, response.get("Content-Type", ""), response.content, f"GET {query}"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="JSONParser lets json's RecursionError escape on deeply nested input; it becomes a 500, not a 400.",
+)
+def test_deeply_nested_json_is_a_client_error(api_client):
+    response = api_client.generic("POST", ORDERS_URL, data=b"[" * 100_000, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == PROBLEM_CONTENT_TYPE
