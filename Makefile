@@ -10,6 +10,7 @@ DEPLOY_CHECK_ENV := \
 	ALLOWED_HOSTS=taskplane.example.com \
 	DATABASE_URL=postgres://postgres@127.0.0.1:5432/taskplane \
 	CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \
+	REDIS_URL=redis://127.0.0.1:6379/1 \
 	FERNET_KEYS=ZGVwbG95LWNoZWNrLW9ubHktbm90LWEtc2VjcmV0ISE= \
 	METRICS_TOKEN=deploy-check-only
 

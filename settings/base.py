@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_prometheus",
     "health_check",
     "apps.core",
@@ -83,8 +84,8 @@ STORAGES = {
 }
 
 # --- API -------------------------------------------------------------------------------------
-API_THROTTLE_RATE = env.text("API_THROTTLE_RATE", "600/min")
-API_ANON_THROTTLE_RATE = env.text("API_ANON_THROTTLE_RATE", "60/min")
+API_THROTTLE_RATE = env.rate("API_THROTTLE_RATE", "600/min")
+API_ANON_THROTTLE_RATE = env.rate("API_ANON_THROTTLE_RATE", "60/min")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -94,7 +95,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_THROTTLE_CLASSES": ["apps.core.throttling.PrincipalRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"principal": API_THROTTLE_RATE, "anonymous": API_ANON_THROTTLE_RATE},
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -104,6 +105,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "apps.core.problems.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # How many proxies in front of the web append to X-Forwarded-For; 0 trusts only REMOTE_ADDR,
+    # so a client cannot choose its own anonymous throttle bucket.
+    "NUM_PROXIES": env.integer("NUM_PROXIES", 0, minimum=0),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -115,6 +119,9 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI is served from this deployment (drf-spectacular-sidecar), not from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

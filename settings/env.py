@@ -89,6 +89,18 @@ def csv(name: str, default: Any = _MISSING) -> list[str]:
     return _parsed(name, default, parse, "a comma-separated list")
 
 
+def rate(name: str, default: Any = _MISSING) -> str:
+    """Return a DRF throttle rate such as "600/min" (units: s, sec, m, min, h, hour, d, day)."""
+
+    def parse(value: str) -> str:
+        count, _, period = value.partition("/")
+        if not count.isdigit() or int(count) < 1 or period not in {"s", "sec", "m", "min", "h", "hour", "d", "day"}:
+            raise ValueError(value)
+        return value
+
+    return _parsed(name, default, parse, "a rate like 600/min (count/s|m|h|d)")
+
+
 def networks(name: str, default: Any = _MISSING) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """Return a comma-separated list of CIDR networks."""
 

@@ -4,7 +4,9 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.local")
+# Like the WSGI entry point, a worker started without DJANGO_SETTINGS_MODULE runs production settings,
+# which refuse to start without their variables instead of silently using the embedded default.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.production")
 
 app = Celery("taskplane")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -7,6 +7,6 @@ class CoreConfig(AppConfig):
     verbose_name = "Taskplane core"
 
     def ready(self) -> None:
-        from apps.core import telemetry
+        from apps.core import openapi, telemetry  # noqa: F401  (openapi registers schema extensions)
 
         telemetry.configure_from_settings()

@@ -14,7 +14,7 @@ from apps.core.request_context import set_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Accept caller ids that are safe to log and echo; anything else is replaced, not trusted.
-_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 API_PREFIX = "/api/"
 
 
@@ -26,7 +26,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         offered = request.headers.get(REQUEST_ID_HEADER, "")
-        request_id = offered if _VALID_REQUEST_ID.match(offered) else uuid.uuid4().hex
+        request_id = offered if _VALID_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
         # Left bound until request_finished: Django logs the response ("Not Found: …") after the
         # middleware chain has returned, and that line must carry the id too.

@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.generics import GenericAPIView
 from rest_framework.views import APIView
 
 from apps.core.pagination import StandardPagination
@@ -15,12 +16,15 @@ from apps.orders.serializers import OrderCreateSerializer, OrderSerializer
 from apps.orders.services import order_place
 
 
-class OrderListCreateView(APIView):
+class OrderListCreateView(GenericAPIView):
+    # GenericAPIView only for its pagination hooks, which also document page/page_size in OpenAPI.
+    pagination_class = StandardPagination
+    serializer_class = OrderSerializer
+
     @extend_schema(operation_id="orders_list", responses=OrderSerializer(many=True))
     def get(self, request: Request) -> Response:
-        paginator = StandardPagination()
-        page = paginator.paginate_queryset(order_list(owner=request.user), request, view=self)
-        return paginator.get_paginated_response(OrderSerializer(page, many=True).data)
+        page = self.paginate_queryset(order_list(owner=request.user))
+        return self.get_paginated_response(OrderSerializer(page, many=True).data)
 
     @extend_schema(operation_id="orders_create", request=OrderCreateSerializer, responses={201: OrderSerializer})
     def post(self, request: Request) -> Response:

@@ -15,6 +15,7 @@ VALID_PRODUCTION_ENV = {
     "ALLOWED_HOSTS": "taskplane.example.com",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+    "REDIS_URL": "redis://127.0.0.1:6379/1",
     "FERNET_KEYS": "ZGVwbG95LWNoZWNrLW9ubHktbm90LWEtc2VjcmV0ISE=",
 }
 
@@ -53,6 +54,8 @@ def test_production_fails_naming_a_missing_variable(name):
         ("FERNET_KEYS", "not-a-fernet-key"),
         ("DATABASE_CONN_MAX_AGE", "forever"),
         ("SECURE_SSL_REDIRECT", "maybe"),
+        ("API_THROTTLE_RATE", "lots"),
+        ("REDIS_URL", "memcached://cache:11211"),
     ],
 )
 def test_production_fails_naming_a_malformed_variable(name, value):

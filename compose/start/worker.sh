@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Container entry point for a Celery worker consuming every Taskplane queue.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-settings.production}"
+
+# Prefork children write their metrics here and the worker's metrics server (WORKER_METRICS_PORT)
+# collects them; an earlier run's files would be counted again, so start from an empty directory.
+if [[ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]]; then
+  mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+  rm -f "$PROMETHEUS_MULTIPROC_DIR"/*.db
+fi
+
+exec celery -A workers worker \
+  --loglevel "${CELERY_LOG_LEVEL:-INFO}" \
+  --concurrency "${WORKER_CONCURRENCY:-2}"
