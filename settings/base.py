@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "health_check",
     "apps.core",
+    "apps.outbox",
     "apps.orders",
 ]
 
@@ -175,6 +176,24 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # How often beat asks a worker to record the heartbeat shown in admin.
 HEARTBEAT_SECONDS = env.integer("HEARTBEAT_SECONDS", 30, minimum=1)
 
+# --- Outbox ----------------------------------------------------------------------------------
+OUTBOX_EVENTS_EXCHANGE = env.text("OUTBOX_EVENTS_EXCHANGE", "taskplane.events")
+OUTBOX_MAX_PAYLOAD_BYTES = env.integer("OUTBOX_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
+OUTBOX_ALLOW_AUTOCOMMIT = env.boolean("OUTBOX_ALLOW_AUTOCOMMIT", False)
+OUTBOX_ENCRYPTED_TOPICS = env.csv("OUTBOX_ENCRYPTED_TOPICS", [])
+OUTBOX_BATCH_SIZE = env.integer("OUTBOX_BATCH_SIZE", 1000, minimum=1)
+OUTBOX_MAX_ATTEMPTS = env.integer("OUTBOX_MAX_ATTEMPTS", 10, minimum=1)
+OUTBOX_BACKOFF_BASE_SECONDS = float(env.integer("OUTBOX_BACKOFF_BASE_MS", 500, minimum=1)) / 1000
+OUTBOX_BACKOFF_MAX_SECONDS = float(env.integer("OUTBOX_BACKOFF_MAX_SECONDS", 300, minimum=1))
+OUTBOX_SUBSCRIBER_MAX_ATTEMPTS = env.integer("OUTBOX_SUBSCRIBER_MAX_ATTEMPTS", 8, minimum=1)
+OUTBOX_RETENTION_DAYS = env.integer("OUTBOX_RETENTION_DAYS", 7, minimum=0)
+OUTBOX_RELAYS = env.integer("OUTBOX_RELAYS", 1, minimum=1)
+OUTBOX_RELAY_LEASE_SECONDS = env.integer("OUTBOX_RELAY_LEASE_SECONDS", 20, minimum=1)
+OUTBOX_RELAY_TICK_SECONDS = env.integer("OUTBOX_RELAY_TICK_SECONDS", 5, minimum=1)
+# Fallback poll when a NOTIFY wake-up is lost (PostgreSQL), and the SQLite relay's poll interval.
+OUTBOX_POLL_SECONDS = env.integer("OUTBOX_POLL_MS", 1000, minimum=10) / 1000
+OUTBOX_SQLITE_POLL_SECONDS = 0.2
+
 # --- Admin bootstrap (used by `manage.py ensure_admin`) ---------------------------------------
 ADMIN_USERNAME = env.text("DJANGO_SUPERUSER_USERNAME", "admin")
 ADMIN_EMAIL = env.text("DJANGO_SUPERUSER_EMAIL", "admin@example.com")
@@ -191,6 +210,7 @@ def broker_transport_options(broker_url: str) -> dict[str, object]:
                 "CELERY_VISIBILITY_TIMEOUT must be greater than CELERY_TASK_TIME_LIMIT "
                 f"({CELERY_VISIBILITY_TIMEOUT} <= {CELERY_TASK_TIME_LIMIT})."
             )
+        # The relay writes task messages itself (apps/outbox/transports.py); they match priority 0.
         return {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
     if broker_url.startswith("filesystem://"):
         folder = VAR_DIR / "broker"

@@ -2,7 +2,7 @@
 
 from django.conf import settings
 
-from apps.core.task_contract import HEARTBEAT
+from apps.core.task_contract import HEARTBEAT, OUTBOX_PURGE, OUTBOX_RELAY
 
 BEAT_SCHEDULE = {
     "core-heartbeat": {
@@ -10,6 +10,18 @@ BEAT_SCHEDULE = {
         "schedule": float(settings.HEARTBEAT_SECONDS),
         # A heartbeat older than its interval says nothing; let the broker drop it.
         "options": {"expires": settings.HEARTBEAT_SECONDS},
+    },
+    # Keeps a relay alive: a tick finding every slot taken ends at once; one finding a free slot
+    # (its relay died) starts a replacement.
+    "outbox-relay": {
+        "task": OUTBOX_RELAY,
+        "schedule": float(settings.OUTBOX_RELAY_TICK_SECONDS),
+        "options": {"expires": settings.OUTBOX_RELAY_TICK_SECONDS},
+    },
+    "outbox-purge": {
+        "task": OUTBOX_PURGE,
+        "schedule": 3600.0,
+        "options": {"expires": 1800},
     },
 }
 

@@ -7,8 +7,14 @@ entry points under the same names.
 QUEUES = ("default", "events", "outbox", "notifications")
 
 HEARTBEAT = "core.heartbeat"
+OUTBOX_RELAY = "outbox.relay"
+OUTBOX_DELIVER_EVENT = "outbox.deliver_event"
+OUTBOX_PURGE = "outbox.purge"
 
 # Which queue each task runs on.
 TASK_QUEUES = {
     HEARTBEAT: "default",
+    OUTBOX_RELAY: "outbox",
+    OUTBOX_DELIVER_EVENT: "events",
+    OUTBOX_PURGE: "default",
 }

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from apps.orders.models import Order
+from apps.orders.models import Order, Reservation
 
 
 @admin.register(Order)
@@ -10,3 +10,9 @@ class OrderAdmin(admin.ModelAdmin):
     search_fields = ("sku", "owner__username")
     date_hierarchy = "created_at"
     raw_id_fields = ("owner",)
+
+
+@admin.register(Reservation)
+class ReservationAdmin(admin.ModelAdmin):
+    list_display = ("order", "sku", "quantity", "event_id", "reserved_at")
+    raw_id_fields = ("order",)

@@ -27,3 +27,16 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return f"Order {self.pk}: {self.quantity} × {self.sku}"
+
+
+class Reservation(models.Model):
+    """Stock reserved for an order, recorded by the order.placed subscriber."""
+
+    order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="reservation")
+    sku = models.CharField(max_length=64)
+    quantity = models.PositiveIntegerField()
+    event_id = models.UUIDField(help_text="The order.placed event that caused it.")
+    reserved_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Reservation for order {self.order_id}"

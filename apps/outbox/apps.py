@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class OutboxConfig(AppConfig):
+    name = "apps.outbox"
+    label = "outbox"
+    verbose_name = "Outbox"
+
+    def ready(self) -> None:
+        # Each app declares its event handlers in a `subscribers` module; registering them here means
+        # web and worker processes agree on who subscribes to what.
+        autodiscover_modules("subscribers")

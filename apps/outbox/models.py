@@ -1,0 +1,74 @@
+"""Outbox rows (events and task dispatches) and the inbox that makes consumers effectively-once."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class OutboxMessage(models.Model):
+    """A message written in a business transaction, relayed to the broker after commit."""
+
+    class Kind(models.TextChoices):
+        EVENT = "event"
+        TASK = "task"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PUBLISHED = "published"
+        DEAD = "dead"
+        DISCARDED = "discarded"
+
+    # The bigint id orders messages; per key it equals commit order (see writing.py).
+    id = models.BigAutoField(primary_key=True)
+    message_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    name = models.CharField(max_length=200, help_text="Event topic or task name.")
+    # NULL (not "") means unordered: the relay's ordering checks and partial index skip such rows.
+    key = models.CharField(max_length=200, null=True, blank=True, help_text="Ordering key.")  # noqa: DJ001
+    queue = models.CharField(max_length=64, blank=True, help_text="Target queue of a task.")
+    payload = models.TextField(help_text="JSON text, or a Fernet token when encrypted.")
+    encrypted = models.BooleanField(default=False)
+    headers = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    available_at = models.DateTimeField(default=timezone.now, help_text="Not relayed before this time.")
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # The relay's hot path reads only pending rows: partial indexes keep it as fast with a
+            # million retained published rows as with none.
+            models.Index(fields=["id"], name="outbox_pending", condition=Q(status="pending")),
+            models.Index(
+                fields=["key", "id"], name="outbox_pending_key", condition=Q(status="pending", key__isnull=False)
+            ),
+            models.Index(fields=["status", "published_at"], name="outbox_status_published"),
+            models.Index(fields=["name", "id"], name="outbox_name"),
+            models.Index(fields=["key", "id"], name="outbox_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} #{self.pk} ({self.status})"
+
+
+class InboxEntry(models.Model):
+    """A message a consumer has handled; its presence makes a redelivery a no-op."""
+
+    consumer = models.CharField(max_length=200)
+    message_id = models.UUIDField()
+    processed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "inbox entries"
+        constraints = [models.UniqueConstraint(fields=["consumer", "message_id"], name="inbox_unique_delivery")]
+        indexes = [models.Index(fields=["processed_at"], name="inbox_processed")]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} ← {self.message_id}"
