@@ -9,6 +9,8 @@ import time
 from celery import Celery, signals
 from prometheus_client import Counter, Histogram
 
+from apps.core.request_context import set_request_id
+
 logger = logging.getLogger(__name__)
 
 TASKS_TOTAL = Counter("taskplane_tasks_total", "Tasks finished, by name and outcome", ["task", "outcome"])
@@ -24,8 +26,11 @@ def _keep_django_logging(**kwargs) -> None:
     logging.config.dictConfig(settings.LOGGING)
 
 
-def _on_prerun(task_id=None, **kwargs) -> None:
+def _on_prerun(task_id=None, task=None, **kwargs) -> None:
     _started[task_id] = time.perf_counter()
+    # Messages relayed from the outbox carry the request that caused them; log lines say so.
+    context = getattr(task.request, "taskplane", None) if task is not None else None
+    set_request_id(context.get("request_id") if isinstance(context, dict) else None)
 
 
 def _on_postrun(task_id=None, task=None, state=None, **kwargs) -> None:
@@ -35,6 +40,7 @@ def _on_postrun(task_id=None, task=None, state=None, **kwargs) -> None:
     if started is not None:
         TASK_SECONDS.labels(task.name).observe(time.perf_counter() - started)
     TASKS_TOTAL.labels(task.name, (state or "unknown").lower()).inc()
+    set_request_id(None)
 
 
 def _start_metrics_server(sender=None, **kwargs) -> None:
