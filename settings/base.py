@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "health_check",
     "apps.core",
     "apps.outbox",
+    "apps.idempotency",
     "apps.orders",
 ]
 
@@ -44,6 +45,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last: it runs the view itself from process_view, after every other middleware's process_view.
+    "apps.idempotency.middleware.IdempotencyMiddleware",
 ]
 
 ROOT_URLCONF = "settings.urls"
@@ -127,6 +130,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "apps.core.openapi.add_problem_responses",
+        "apps.idempotency.openapi.document_idempotency",
     ],
 }
 
@@ -193,6 +197,16 @@ OUTBOX_RELAY_TICK_SECONDS = env.integer("OUTBOX_RELAY_TICK_SECONDS", 5, minimum=
 # Fallback poll when a NOTIFY wake-up is lost (PostgreSQL), and the SQLite relay's poll interval.
 OUTBOX_POLL_SECONDS = env.integer("OUTBOX_POLL_MS", 1000, minimum=10) / 1000
 OUTBOX_SQLITE_POLL_SECONDS = 0.2
+
+# --- Idempotency ------------------------------------------------------------------------------
+# Regexes of paths whose unsafe methods require an Idempotency-Key (views can also require one).
+IDEMPOTENCY_REQUIRED_PATHS = env.csv("IDEMPOTENCY_REQUIRED_PATHS", [])
+IDEMPOTENCY_LEASE_SECONDS = env.integer("IDEMPOTENCY_LEASE_SECONDS", 60, minimum=1)
+IDEMPOTENCY_RETENTION_SECONDS = env.integer("IDEMPOTENCY_RETENTION_SECONDS", 24 * 3600, minimum=60)
+IDEMPOTENCY_WAIT_SECONDS = env.integer("IDEMPOTENCY_WAIT_MS", 0, minimum=0) / 1000
+IDEMPOTENCY_MAX_RESPONSE_BYTES = env.integer("IDEMPOTENCY_MAX_RESPONSE_BYTES", 1024 * 1024, minimum=0)
+IDEMPOTENCY_STORED_HEADERS = env.csv("IDEMPOTENCY_STORED_HEADERS", [])
+IDEMPOTENCY_ENCRYPT_RESPONSES = env.boolean("IDEMPOTENCY_ENCRYPT_RESPONSES", False)
 
 # --- Admin bootstrap (used by `manage.py ensure_admin`) ---------------------------------------
 ADMIN_USERNAME = env.text("DJANGO_SUPERUSER_USERNAME", "admin")

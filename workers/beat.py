@@ -2,7 +2,7 @@
 
 from django.conf import settings
 
-from apps.core.task_contract import HEARTBEAT, OUTBOX_PURGE, OUTBOX_RELAY
+from apps.core.task_contract import HEARTBEAT, IDEMPOTENCY_PURGE, OUTBOX_PURGE, OUTBOX_RELAY
 
 BEAT_SCHEDULE = {
     "core-heartbeat": {
@@ -17,6 +17,11 @@ BEAT_SCHEDULE = {
         "task": OUTBOX_RELAY,
         "schedule": float(settings.OUTBOX_RELAY_TICK_SECONDS),
         "options": {"expires": settings.OUTBOX_RELAY_TICK_SECONDS},
+    },
+    "idempotency-purge": {
+        "task": IDEMPOTENCY_PURGE,
+        "schedule": 600.0,
+        "options": {"expires": 300},
     },
     "outbox-purge": {
         "task": OUTBOX_PURGE,

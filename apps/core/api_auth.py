@@ -23,7 +23,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raw_key = header[1].decode("ascii")
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("Invalid API key.") from exc
-        result = api_key_authenticate(raw_key=raw_key)
+        # The idempotency middleware may have authenticated this key already for this request.
+        cached = getattr(request._request, "taskplane_api_key_auth", None)
+        result = cached[1] if cached and cached[0] == raw_key else api_key_authenticate(raw_key=raw_key)
         if result is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         return result

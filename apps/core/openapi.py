@@ -55,10 +55,13 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
         }
 
 
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
 def add_problem_responses(result, generator, request, public):
     """drf-spectacular post-processing hook: document the problem responses every operation can give."""
     result.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
-    ref = {"$ref": "#/components/schemas/Problem"}
+    ref = PROBLEM_REF
     for path_item in result.get("paths", {}).values():
         for operation in path_item.values():
             responses = operation.setdefault("responses", {})

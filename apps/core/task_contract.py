@@ -10,6 +10,7 @@ HEARTBEAT = "core.heartbeat"
 OUTBOX_RELAY = "outbox.relay"
 OUTBOX_DELIVER_EVENT = "outbox.deliver_event"
 OUTBOX_PURGE = "outbox.purge"
+IDEMPOTENCY_PURGE = "idempotency.purge"
 
 # Which queue each task runs on.
 TASK_QUEUES = {
@@ -17,4 +18,5 @@ TASK_QUEUES = {
     OUTBOX_RELAY: "outbox",
     OUTBOX_DELIVER_EVENT: "events",
     OUTBOX_PURGE: "default",
+    IDEMPOTENCY_PURGE: "default",
 }
