@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.outbox",
     "apps.idempotency",
+    "apps.flags",
     "apps.orders",
 ]
 
@@ -42,6 +43,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.flags.context.FlagContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -208,6 +210,12 @@ IDEMPOTENCY_MAX_RESPONSE_BYTES = env.integer("IDEMPOTENCY_MAX_RESPONSE_BYTES", 1
 IDEMPOTENCY_STORED_HEADERS = env.csv("IDEMPOTENCY_STORED_HEADERS", [])
 IDEMPOTENCY_ENCRYPT_RESPONSES = env.boolean("IDEMPOTENCY_ENCRYPT_RESPONSES", False)
 
+# --- Feature flags ----------------------------------------------------------------------------
+# How often each process re-checks the flags version when no change signal arrives (the fallback).
+FLAGS_POLL_SECONDS = env.integer("FLAGS_POLL_MS", 2000, minimum=50) / 1000
+# Dotted path to `hook(request, user) -> dict` adding attributes (tenant, plan, …) to the context.
+FLAGS_CONTEXT_HOOK = env.text("FLAGS_CONTEXT_HOOK", "")
+
 # --- Admin bootstrap (used by `manage.py ensure_admin`) ---------------------------------------
 ADMIN_USERNAME = env.text("DJANGO_SUPERUSER_USERNAME", "admin")
 ADMIN_EMAIL = env.text("DJANGO_SUPERUSER_EMAIL", "admin@example.com")
@@ -253,3 +261,26 @@ def cache_config(redis_url: str) -> dict[str, dict[str, object]]:
             }
         }
     return {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
+# --- Resilience ------------------------------------------------------------------------------
+# Breaker, rate-limit, bulkhead and lock state shared by every process. Empty means REDIS_URL;
+# with neither set (the embedded `make run`), the kit keeps process-local state and says so.
+RESILIENCE_REDIS_URL = env.url("RESILIENCE_REDIS_URL", "", schemes=("redis", "rediss"))
+RESILIENCE_KEY_PREFIX = env.text("RESILIENCE_KEY_PREFIX", "taskplane:res")
+# Every resilience call to Redis is bounded by this; a slow Redis must not stall the caller.
+RESILIENCE_REDIS_TIMEOUT_SECONDS = env.integer("RESILIENCE_REDIS_TIMEOUT_MS", 250, minimum=1) / 1000
+# After a Redis error, state stays process-local this long before Redis is tried again.
+RESILIENCE_REDIS_RETRY_SECONDS = env.integer("RESILIENCE_REDIS_RETRY_MS", 5000, minimum=1) / 1000
+BREAKER_FAILURE_THRESHOLD = env.integer("BREAKER_FAILURE_THRESHOLD", 5, minimum=1)
+BREAKER_FAILURE_RATE_PERCENT = env.integer("BREAKER_FAILURE_RATE_PERCENT", 50, minimum=1)
+BREAKER_MINIMUM_CALLS = env.integer("BREAKER_MINIMUM_CALLS", 20, minimum=1)
+BREAKER_WINDOW_SECONDS = env.integer("BREAKER_WINDOW_SECONDS", 60, minimum=1)
+BREAKER_OPEN_SECONDS = env.integer("BREAKER_OPEN_SECONDS", 30, minimum=1)
+BREAKER_HALF_OPEN_CALLS = env.integer("BREAKER_HALF_OPEN_CALLS", 1, minimum=1)
+LOCK_TTL_SECONDS = env.integer("LOCK_TTL_SECONDS", 30, minimum=1)
+BULKHEAD_LEASE_SECONDS = env.integer("BULKHEAD_LEASE_SECONDS", 60, minimum=1)
+HTTP_CLIENT_MAX_ATTEMPTS = env.integer("HTTP_CLIENT_MAX_ATTEMPTS", 3, minimum=1)
+HTTP_CLIENT_BACKOFF_BASE_SECONDS = env.integer("HTTP_CLIENT_BACKOFF_BASE_MS", 200, minimum=1) / 1000
+HTTP_CLIENT_BACKOFF_MAX_SECONDS = env.integer("HTTP_CLIENT_BACKOFF_MAX_MS", 5000, minimum=1) / 1000
+HTTP_CLIENT_MAX_TOTAL_DELAY_SECONDS = env.integer("HTTP_CLIENT_MAX_TOTAL_DELAY_MS", 15000, minimum=0) / 1000

@@ -10,6 +10,7 @@ from celery import Celery, signals
 from prometheus_client import Counter, Histogram
 
 from apps.core.request_context import set_request_id
+from apps.flags.context import set_context as set_flags_context
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,9 @@ def _on_prerun(task_id=None, task=None, **kwargs) -> None:
     _started[task_id] = time.perf_counter()
     # Messages relayed from the outbox carry the request that caused them; log lines say so.
     context = getattr(task.request, "taskplane", None) if task is not None else None
-    set_request_id(context.get("request_id") if isinstance(context, dict) else None)
+    context = context if isinstance(context, dict) else {}
+    set_request_id(context.get("request_id"))
+    set_flags_context(context.get("flags_context"))
 
 
 def _on_postrun(task_id=None, task=None, state=None, **kwargs) -> None:
@@ -41,6 +44,7 @@ def _on_postrun(task_id=None, task=None, state=None, **kwargs) -> None:
         TASK_SECONDS.labels(task.name).observe(time.perf_counter() - started)
     TASKS_TOTAL.labels(task.name, (state or "unknown").lower()).inc()
     set_request_id(None)
+    set_flags_context(None)
 
 
 def _start_metrics_server(sender=None, **kwargs) -> None:

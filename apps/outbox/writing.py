@@ -19,6 +19,7 @@ from opentelemetry import propagate
 from apps.core.crypto import encrypt_text
 from apps.core.request_context import get_request_id
 from apps.core.task_contract import TASK_QUEUES
+from apps.flags.context import current_context
 from apps.outbox.errors import OutboxError
 from apps.outbox.models import OutboxMessage
 
@@ -80,6 +81,10 @@ def _context_headers(extra: Mapping[str, Any] | None) -> dict[str, Any]:
     request_id = get_request_id()
     if request_id:
         headers["request_id"] = request_id
+    flags_context = current_context()
+    if flags_context:
+        # Tasks evaluate flags for the subject of the request that caused them.
+        headers["flags_context"] = flags_context
     if extra:
         try:
             json.dumps(dict(extra))

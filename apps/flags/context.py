@@ -1,0 +1,61 @@
+"""The evaluation context: who is asking. From the request in web processes, from the message in tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+_context: ContextVar[dict[str, Any] | Callable[[], dict[str, Any]] | None] = ContextVar("flags_context", default=None)
+
+
+def set_context(value: dict[str, Any] | Callable[[], dict[str, Any]] | None) -> None:
+    """Bind the context (or a function that builds it on first use) for this request or task."""
+    _context.set(value)
+
+
+def current_context() -> dict[str, Any]:
+    """The bound context, built on first use; empty outside requests and tasks."""
+    value = _context.get()
+    if callable(value):
+        value = value()
+        _context.set(value)
+    return value or {}
+
+
+def context_for_user(user, request=None) -> dict[str, Any]:
+    """Context of an authenticated user: id, groups, staff, plus the project's hook (FLAGS_CONTEXT_HOOK)."""
+    if user is None or not user.is_authenticated:
+        context: dict[str, Any] = {}
+    else:
+        context = {
+            "user_id": str(user.pk),
+            "groups": sorted(user.groups.values_list("name", flat=True)),
+            "staff": bool(user.is_staff),
+        }
+    if settings.FLAGS_CONTEXT_HOOK:
+        context.update(import_string(settings.FLAGS_CONTEXT_HOOK)(request, user) or {})
+    return context
+
+
+class FlagContextMiddleware:
+    """Bind a lazily built context for the request's user (groups are read only if a flag is evaluated)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        set_context(lambda: context_for_user(_effective_user(request), request))
+        try:
+            return self.get_response(request)
+        finally:
+            set_context(None)
+
+
+def _effective_user(request):
+    # API-key requests are authenticated by DRF inside the view; DRF sets request.user on the Django
+    # request too, so by the time a flag is evaluated in the view the user is known.
+    return getattr(request, "user", None)
