@@ -11,3 +11,8 @@ class OutboxConfig(AppConfig):
         # Each app declares its event handlers in a `subscribers` module; registering them here means
         # web and worker processes agree on who subscribes to what.
         autodiscover_modules("subscribers")
+
+        from apps.core.metrics_view import expose_in_multiprocess_mode
+        from apps.outbox.collectors import register_outbox_collector
+
+        expose_in_multiprocess_mode(register_outbox_collector())

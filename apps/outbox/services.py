@@ -18,9 +18,10 @@ RETRYABLE = (OutboxMessage.Status.DEAD, OutboxMessage.Status.DISCARDED)
 def outbox_retry(*, message_ids: list[int] | None = None, all_dead: bool = False) -> int:
     """Put dead (or discarded) messages back to pending, attempts reset; returns how many."""
     with transaction.atomic():
-        queryset = OutboxMessage.objects.filter(status__in=RETRYABLE)
-        if not all_dead:
-            queryset = queryset.filter(id__in=message_ids or [])
+        if all_dead:  # discarded messages were stopped on purpose: only an explicit id revives them
+            queryset = OutboxMessage.objects.filter(status=OutboxMessage.Status.DEAD)
+        else:
+            queryset = OutboxMessage.objects.filter(status__in=RETRYABLE, id__in=message_ids or [])
         return queryset.update(status=OutboxMessage.Status.PENDING, attempts=0, available_at=timezone.now())
 
 

@@ -1,0 +1,215 @@
+"""Outbox admin for operators: status counts, filters, retry and confirmed discard; rows are read-only."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.auth import get_permission_codename
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from apps.core.crypto import EncryptionUnavailable
+from apps.outbox.models import InboxEntry, OutboxMessage
+from apps.outbox.selectors import outbox_stats
+from apps.outbox.serializers import parse_payload, payload_text
+from apps.outbox.services import outbox_discard, outbox_retry
+
+DISCARDABLE = (OutboxMessage.Status.PENDING, OutboxMessage.Status.DEAD)
+CONFIRMATION_PREVIEW_ROWS = 100
+
+
+class ExactValueFilter(admin.SimpleListFilter):
+    """A text box filtering one column by exact value.
+
+    Topics, task names and keys are open-ended: a list of distinct values would scan the whole table on
+    every page load and grow without bound, while an exact match uses the column's index.
+    """
+
+    template = "admin/outbox/exact_value_filter.html"
+    field_name = ""
+
+    def lookups(self, request, model_admin):
+        return ()
+
+    def has_output(self) -> bool:
+        return True
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset.filter(**{self.field_name: value}) if value else queryset
+
+    def choices(self, changelist):
+        other_params = [
+            (name, value)
+            for name, values in changelist.filter_params.items() if name != self.parameter_name
+            for value in values
+        ]
+        yield {
+            "parameter_name": self.parameter_name,
+            "value": self.value() or "",
+            "other_params": other_params,
+            "clear_query_string": changelist.get_query_string(remove=[self.parameter_name]),
+        }
+
+
+class NameFilter(ExactValueFilter):
+    title = "topic / task name"
+    parameter_name = field_name = "name"
+
+
+class KeyFilter(ExactValueFilter):
+    title = "key"
+    parameter_name = field_name = "key"
+
+
+def age_text(seconds: float) -> str:
+    """A duration as operators read it: "45 s", "3 min 5 s", "2 h 10 min", "3 d 4 h"."""
+    seconds = int(seconds)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {seconds} s"
+    return f"{seconds} s"
+
+
+def payload_display(message: OutboxMessage, *, reveal_encrypted: bool) -> str:
+    """The payload as pretty-printed JSON, or a marker when the viewer may not (or cannot) read it."""
+    try:
+        text = payload_text(message, reveal_encrypted=reveal_encrypted)
+    except EncryptionUnavailable as exc:
+        return f"[cannot decrypt: {exc.detail}]"
+    if text is None:
+        return "[encrypted]"
+    return json.dumps(parse_payload(text), indent=2, ensure_ascii=False, sort_keys=True)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    # Rows are written by publish()/enqueue() and the relay only; an edit here would bypass ordering and
+    # dedup rules, and a delete would lose the audit trail (discard keeps it).
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(ReadOnlyAdmin):
+    list_display = ("id", "kind", "name", "key", "status", "attempts", "created_at", "available_at", "published_at")
+    list_filter = ("status", "kind", NameFilter, KeyFilter, "created_at")
+    search_help_text = "Exact topic or task name, key, message id (UUID) or row id."
+    search_fields = ("name",)  # enables the search box; get_search_results does the matching
+    fieldsets = (
+        (None, {"fields": ("message_id", "kind", "name", "key", "queue", "status")}),
+        ("Delivery", {"fields": ("attempts", "available_at", "created_at", "published_at", "last_error")}),
+        ("Content", {"fields": ("encrypted", "headers")}),
+    )
+    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+    actions = ["retry", "discard"]
+    change_list_template = "admin/outbox/outboxmessage/change_list.html"
+    change_form_template = "admin/outbox/outboxmessage/change_form.html"
+    # Both would count the whole table on every page load (facets once per filter choice).
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Retry and discard change rows, so they need the change permission the detail view does not grant."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+    def get_search_results(self, request, queryset, search_term):
+        # Exact matches only: each alternative is answered by an index, where icontains would scan the table.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        query = Q(name=term) | Q(key=term)
+        try:
+            query |= Q(message_id=uuid.UUID(term))
+        except ValueError:
+            pass
+        if term.isdigit() and len(term) <= 18:
+            query |= Q(id=int(term))
+        return queryset.filter(query), False
+
+    def changelist_view(self, request, extra_context=None):
+        if request.method == "GET":
+            stats = outbox_stats()
+            extra_context = {
+                **(extra_context or {}),
+                "outbox_counts": list(stats["counts"].items()),
+                "outbox_oldest_pending_age": age_text(stats["oldest_pending_age_seconds"]),
+                "outbox_published_last_minute": stats["published_last_minute"],
+            }
+        return super().changelist_view(request, extra_context=extra_context)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["payload_display"] = payload_display(obj, reveal_encrypted=request.user.is_superuser)
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
+
+    @admin.action(description="Retry selected dead or discarded messages", permissions=["operate"])
+    def retry(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
+        ids = list(queryset.values_list("id", flat=True))
+        count = outbox_retry(message_ids=ids)
+        self.message_user(request, f"Re-queued {count} of {len(ids)} selected message(s); "
+                                   "only dead or discarded messages are retried.", messages.SUCCESS)
+
+    @admin.action(description="Discard selected pending or dead messages", permissions=["operate"])
+    def discard(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> TemplateResponse | None:
+        # Discarding stops delivery for good (until someone retries): the operator confirms what it hits first.
+        discardable = queryset.filter(status__in=DISCARDABLE)
+        if request.POST.get("confirm") != "yes":
+            return self._discard_confirmation(request, queryset, discardable)
+        count = outbox_discard(message_ids=list(discardable.values_list("id", flat=True)))
+        self.message_user(request, f"Discarded {count} message(s).", messages.SUCCESS)
+        return None
+
+    def _discard_confirmation(self, request, queryset, discardable) -> TemplateResponse:
+        request.current_app = self.admin_site.name
+        discardable_count = discardable.count()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Discard outbox messages?",
+            "opts": self.opts,
+            "media": self.media,
+            "selected_count": queryset.count(),
+            "discardable_count": discardable_count,
+            "preview_remaining": max(0, discardable_count - CONFIRMATION_PREVIEW_ROWS),
+            "preview": discardable.order_by("id")[:CONFIRMATION_PREVIEW_ROWS],
+            "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/outbox/outboxmessage/discard_confirmation.html", context)
+
+
+@admin.register(InboxEntry)
+class InboxEntryAdmin(ReadOnlyAdmin):
+    list_display = ("consumer", "message_id", "processed_at")
+    list_filter = ("processed_at",)
+    search_help_text = "Exact consumer name or message id (UUID)."
+    search_fields = ("consumer",)
+    fields = readonly_fields = ("consumer", "message_id", "processed_at")
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(message_id=uuid.UUID(term)), False
+        except ValueError:
+            return queryset.filter(consumer=term), False

@@ -1,0 +1,81 @@
+"""API shapes of the outbox control plane, and the one rule for who may read a payload."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from apps.core.crypto import EncryptionUnavailable, decrypt_text
+from apps.outbox.models import OutboxMessage
+
+logger = logging.getLogger(__name__)
+
+
+def payload_text(message: OutboxMessage, *, reveal_encrypted: bool) -> str | None:
+    """The payload's JSON text, or None if encrypted and not revealed (EncryptionUnavailable if no key opens it)."""
+    if not message.encrypted:
+        return message.payload
+    if not reveal_encrypted:
+        return None
+    return decrypt_text(message.payload)
+
+
+def parse_payload(text: str) -> Any:
+    """Parse payload JSON; rows written outside publish()/enqueue() may hold other text, shown as is."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class OutboxMessageFilterSerializer(serializers.Serializer):
+    # Blank values mean "no filter", as an HTML form or a templated URL sends them.
+    status = serializers.ChoiceField(choices=OutboxMessage.Status.choices, required=False, allow_blank=True)
+    kind = serializers.ChoiceField(choices=OutboxMessage.Kind.choices, required=False, allow_blank=True)
+    topic = serializers.CharField(
+        required=False, allow_blank=True, max_length=200, help_text="Event topic or task name (exact)."
+    )
+    key = serializers.CharField(required=False, allow_blank=True, max_length=200, help_text="Ordering key (exact).")
+
+
+class OutboxMessageSerializer(serializers.ModelSerializer):
+    headers = serializers.DictField(read_only=True, help_text="Trace context, request id and caller headers.")
+    payload = serializers.SerializerMethodField()
+
+    class Meta:
+        model = OutboxMessage
+        fields = [
+            "id", "message_id", "kind", "name", "key", "queue", "status", "attempts", "available_at",
+            "last_error", "created_at", "published_at", "encrypted", "headers", "payload",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field({
+        "nullable": True,
+        "description": "The JSON payload; null when it is encrypted and the caller is not a superuser.",
+    })
+    def get_payload(self, message: OutboxMessage) -> Any:
+        try:
+            text = payload_text(message, reveal_encrypted=self.context.get("reveal_encrypted", False))
+        except EncryptionUnavailable:
+            # One row whose key was removed must not make the whole page a 500.
+            logger.warning("Outbox message %s: no configured key decrypts its payload", message.pk)
+            return None
+        return None if text is None else parse_payload(text)
+
+
+class OutboxStatusCountsSerializer(serializers.Serializer):
+    pending = serializers.IntegerField()
+    published = serializers.IntegerField()
+    dead = serializers.IntegerField()
+    discarded = serializers.IntegerField()
+
+
+class OutboxStatsSerializer(serializers.Serializer):
+    counts = OutboxStatusCountsSerializer()
+    oldest_pending_age_seconds = serializers.FloatField()
+    published_last_minute = serializers.IntegerField()

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from apps.outbox.api import OutboxMessageDiscardView, OutboxMessageListView, OutboxMessageRetryView, OutboxStatsView
+
+app_name = "outbox"
+urlpatterns = [
+    path("stats/", OutboxStatsView.as_view(), name="stats"),
+    path("messages/", OutboxMessageListView.as_view(), name="messages"),
+    path("messages/<id:message_id>/retry/", OutboxMessageRetryView.as_view(), name="message-retry"),
+    path("messages/<id:message_id>/discard/", OutboxMessageDiscardView.as_view(), name="message-discard"),
+]
