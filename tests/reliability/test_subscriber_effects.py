@@ -1,0 +1,212 @@
+"""Subscribers run effectively once: failures retry through outbox rows (delays in the database), and duplicate
+deliveries of one event, sequential or concurrent, in-process or through a real worker, have one effect."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import timedelta
+
+import psycopg
+import pytest
+from django.db import connection
+
+from apps.core.task_contract import OUTBOX_DELIVER_EVENT
+from apps.orders.models import Order, Reservation
+from apps.orders.services import order_place
+from apps.outbox.delivery import event_deliver
+from apps.outbox.messages import ClaimedRow, event_envelope
+from apps.outbox.models import InboxEntry, OutboxMessage
+from apps.outbox.relay import _DELIVERY_NAMESPACE
+from tests.helpers import wait_until
+from tests.reliability.support import RELAY_ENV, RestartableWorker, beat, private_redis
+from workers import app
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SUBSCRIBER = "orders.reserve_stock"
+FAILURES = 2
+BACKOFF_BASE_MS = 100
+
+
+@pytest.fixture
+def reservations_fail_twice():
+    """The first FAILURES reservation inserts raise in PostgreSQL; a sequence counts attempts across rollbacks."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE SEQUENCE test_reservation_attempts")
+        cursor.execute(f"""
+            CREATE FUNCTION test_fail_reservations() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF nextval('test_reservation_attempts') <= {FAILURES} THEN
+                    RAISE EXCEPTION 'injected failure of reservation attempt %', currval('test_reservation_attempts');
+                END IF;
+                RETURN NEW;
+            END $$""")
+        cursor.execute("CREATE TRIGGER test_fail_reservations BEFORE INSERT ON orders_reservation "
+                       "FOR EACH ROW EXECUTE FUNCTION test_fail_reservations()")
+
+    def attempts() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM test_reservation_attempts")
+            return cursor.fetchone()[0]
+
+    yield attempts
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER IF EXISTS test_fail_reservations ON orders_reservation")
+        cursor.execute("DROP FUNCTION IF EXISTS test_fail_reservations()")
+        cursor.execute("DROP SEQUENCE IF EXISTS test_reservation_attempts")
+
+
+def _envelope(order: Order) -> dict:
+    """The order.placed event exactly as the relay would put it on the wire."""
+    row = OutboxMessage.objects.get(kind=OutboxMessage.Kind.EVENT, key=f"order:{order.pk}")
+    return json.loads(event_envelope(ClaimedRow(
+        id=row.id, message_id=str(row.message_id), kind=row.kind, name=row.name, key=row.key, queue=row.queue,
+        payload=row.payload, encrypted=row.encrypted, headers=row.headers, created_at=row.created_at,
+    )))
+
+
+def _assert_one_effect(order: Order, event: dict) -> None:
+    assert Reservation.objects.filter(order=order).count() == 1
+    assert str(Reservation.objects.get(order=order).event_id) == event["id"]
+    assert Order.objects.get(pk=order.pk).status == Order.Status.RESERVED
+    assert InboxEntry.objects.filter(consumer=SUBSCRIBER, message_id=event["id"]).count() == 1
+    assert not OutboxMessage.objects.filter(name=OUTBOX_DELIVER_EVENT).exists(), "no retry was scheduled"
+
+
+class OrderRowLock:
+    """Holds the order's row lock from another connection, so concurrent deliveries pile up behind it."""
+
+    def __init__(self, order: Order) -> None:
+        params = connection.get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        self.conn = psycopg.connect(**params)
+        self.conn.execute("SELECT 1 FROM orders_order WHERE id = %s FOR UPDATE", [order.pk])
+
+    def release(self) -> None:
+        self.conn.rollback()
+        self.conn.close()
+
+
+def _backends_waiting_on_locks() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND wait_event_type = 'Lock'")
+        return cursor.fetchone()[0]
+
+
+def test_a_failing_subscriber_is_retried_through_the_outbox_until_it_succeeds_once(
+    api_client, tmp_path, reservations_fail_twice
+):
+    env = {**RELAY_ENV, "OUTBOX_BACKOFF_BASE_MS": str(BACKOFF_BASE_MS)}
+    with private_redis(tmp_path) as broker:
+        worker = RestartableWorker(tmp_path, "--concurrency", "2", broker_url=broker.url, **env)
+        try:
+            worker.start()
+            with beat(tmp_path, broker_url=broker.url, **env):
+                response = api_client.post("/api/orders/", {"sku": "FLAKY", "quantity": 1}, format="json")
+                assert response.status_code == 201
+                order = Order.objects.get(pk=response.json()["id"])
+                wait_until(lambda: Reservation.objects.filter(order=order).exists(), timeout=60,
+                           message="the reservation after two failures")
+        finally:
+            worker.stop()
+
+    assert reservations_fail_twice() == FAILURES + 1
+    event_row = OutboxMessage.objects.get(kind=OutboxMessage.Kind.EVENT, key=f"order:{order.pk}")
+    assert Reservation.objects.filter(order=order).count() == 1
+    assert str(Reservation.objects.get(order=order).event_id) == str(event_row.message_id)
+    assert Order.objects.get(pk=order.pk).status == Order.Status.RESERVED
+    assert InboxEntry.objects.filter(consumer=SUBSCRIBER, message_id=event_row.message_id).count() == 1
+
+    retries = list(OutboxMessage.objects.filter(kind=OutboxMessage.Kind.TASK, name=OUTBOX_DELIVER_EVENT)
+                   .order_by("id"))
+    assert [json.loads(row.payload)["kwargs"] for row in retries] == [{"attempt": 2}, {"attempt": 3}]
+    for failed_attempt, row in enumerate(retries, start=1):
+        subscriber, event = json.loads(row.payload)["args"]
+        assert (subscriber, event["id"]) == (SUBSCRIBER, str(event_row.message_id))
+        assert row.key == f"{SUBSCRIBER}:order:{order.pk}" and row.queue == "events"
+        assert row.status == OutboxMessage.Status.PUBLISHED and row.published_at >= row.available_at
+        # The delay lives in the row (full jitter up to base * 2**attempt), never in a broker ETA.
+        ceiling = timedelta(milliseconds=BACKOFF_BASE_MS * 2 ** failed_attempt)
+        assert timedelta(0) < row.available_at - row.created_at <= ceiling
+    log = worker.logs()
+    assert log.count(f"Subscriber {SUBSCRIBER} failed") == FAILURES
+    assert "injected failure of reservation attempt 2" in log
+
+
+def test_the_same_event_delivered_twice_in_process_has_one_effect(user):
+    order = order_place(owner=user, sku="TWICE", quantity=1)
+    event = _envelope(order)
+
+    assert event_deliver(subscriber=SUBSCRIBER, event=event) == "handled"
+    assert event_deliver(subscriber=SUBSCRIBER, event=event) == "duplicate"
+
+    _assert_one_effect(order, event)
+
+
+def test_concurrent_duplicate_deliveries_in_process_have_one_effect(user):
+    order = order_place(owner=user, sku="RACE", quantity=1)
+    event = _envelope(order)
+    results: list[str] = []
+
+    def deliver() -> None:
+        try:
+            results.append(event_deliver(subscriber=SUBSCRIBER, event=event))
+        finally:
+            connection.close()
+
+    lock = OrderRowLock(order)
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        # Both in flight at once: one behind the order lock, the other behind the first's inbox row.
+        wait_until(lambda: _backends_waiting_on_locks() >= 2, timeout=20, message="both deliveries to block")
+    finally:
+        lock.release()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    assert sorted(results) == ["duplicate", "handled"]
+    _assert_one_effect(order, event)
+
+
+def test_the_same_delivery_sent_twice_to_a_real_worker_has_one_effect(user, tmp_path):
+    # No beat and no relay: only the two messages sent below deliver this event.
+    order = order_place(owner=user, sku="REDELIVERED", quantity=1)
+    event = _envelope(order)
+    # The id the relay gives this delivery, so the second message is what a broker redelivery looks like.
+    task_id = str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{event['id']}:{SUBSCRIBER}"))
+    with private_redis(tmp_path) as broker:
+        worker = RestartableWorker(tmp_path, "--concurrency", "2", broker_url=broker.url, **RELAY_ENV)
+        try:
+            worker.start()
+            lock = OrderRowLock(order)
+            try:
+                with app.connection_for_write(broker.url) as conn:
+                    for _ in range(2):
+                        app.send_task(OUTBOX_DELIVER_EVENT, args=[SUBSCRIBER, event], task_id=task_id,
+                                      connection=conn)
+                wait_until(lambda: _backends_waiting_on_locks() >= 2, timeout=30,
+                           message="both deliveries to run at once in the worker")
+            finally:
+                lock.release()
+            wait_until(lambda: len(_task_results(worker.log.read_text(), task_id)) == 2, timeout=30,
+                       message="both deliveries to finish")
+        finally:
+            worker.stop()
+
+    assert sorted(_task_results(worker.logs(), task_id)) == ["'duplicate'", "'handled'"]
+    _assert_one_effect(order, event)
+
+
+def _task_results(log: str, task_id: str) -> list[str]:
+    """Return values the worker logged for task ``task_id`` (Celery's "Task … succeeded" lines)."""
+    results = []
+    for line in log.splitlines():
+        if line.startswith("{") and f"[{task_id}] succeeded" in line:
+            results.append(json.loads(line)["data"]["return_value"])
+    return results
