@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
@@ -61,7 +62,10 @@ class IdempotencyMiddleware:
         if principal is None:
             return None  # unauthenticated: the view answers 401 and nothing is stored
         scope = scope_hash(principal=f"user:{principal}", method=request.method, path=request.path, key=key)
-        claim = self._claim(request, scope=scope, user_id=principal, key=key)
+        try:
+            claim = self._claim(request, scope=scope, user_id=principal, key=key)
+        except RequestDataTooBig:
+            return problem_response(status=413, request=request, detail="The request body is too large.")
         if claim.outcome == "owned":
             response = self._execute(request, view_func, view_args, view_kwargs, scope=scope, claim=claim)
         else:
@@ -131,17 +135,15 @@ class IdempotencyMiddleware:
 
 
 def _principal(request: HttpRequest) -> int | None:
-    """The id of the user the request acts for: its API key's user, or the session user."""
-    authorization = request.headers.get("Authorization", "")
-    parts = authorization.split()
-    if len(parts) == 2 and parts[0].lower() == "bearer":
-        result = api_key_authenticate(raw_key=parts[1])
+    """The id of the user the request acts for, decided as DRF will: a Bearer API key, else the session."""
+    parts = request.headers.get("Authorization", "").split()
+    if parts and parts[0].lower() == "bearer":
+        result = api_key_authenticate(raw_key=parts[1]) if len(parts) == 2 else None
         if result is None:
-            return None
+            return None  # DRF rejects the request with 401 before the view runs
         request.taskplane_api_key_auth = (parts[1], result)  # reused by ApiKeyAuthentication
         return result[0].pk
-    if authorization:
-        return None
+    # Any other Authorization scheme is ignored by DRF, which then falls back to the session.
     user = getattr(request, "user", None)
     return user.pk if user is not None and user.is_authenticated else None
 
@@ -157,7 +159,8 @@ def _not_stored_reason(response: HttpResponse) -> str | None:
 
 
 def _kept_headers(response: HttpResponse) -> dict[str, str]:
-    names = ("Content-Type", "Location", *settings.IDEMPOTENCY_STORED_HEADERS)
+    # Allow is required on a replayed 405 (RFC 9110 §15.5.6); Vary keeps caches honest.
+    names = ("Content-Type", "Location", "Allow", "Vary", *settings.IDEMPOTENCY_STORED_HEADERS)
     return {name: response[name] for name in names if response.has_header(name)}
 
 

@@ -40,16 +40,10 @@ def record_claim(*, scope: str, user_id: int | None, key: str, method: str, path
     now = timezone.now()
     token = uuid.uuid4()
     expires = now + timedelta(seconds=settings.IDEMPOTENCY_RETENTION_SECONDS)
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {TABLE} (scope_hash, user_id, key, method, path, fingerprint, state, attempt_token, "  # noqa: S608
-                "locked_at, created_at, expires_at, response_headers, response_body, body_encrypted) "
-                "VALUES (%s, %s, %s, %s, %s, %s, 'in_flight', %s, %s, %s, %s, '{}', %s, false) "
-                "ON CONFLICT (scope_hash) DO NOTHING RETURNING id",
-                [scope, user_id, key, method, path, fingerprint, _uuid(token), now, now, expires, b""],
-            )
-            inserted = cursor.fetchone()
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_sql(), [scope, user_id, key, method, path, fingerprint, _uuid(token), now, now, expires,
+                                      b""])
+        inserted = cursor.fetchone()
     if inserted:
         return Claim("owned", token=token)
     record = IdempotencyRecord.objects.filter(scope_hash=scope).first()
@@ -121,6 +115,25 @@ def records_purge(*, batch_size: int = 5000, max_batches: int = 100) -> int:
                 break
             deleted += IdempotencyRecord.objects.filter(id__in=ids).delete()[0]
     return deleted
+
+
+def _claim_sql() -> str:
+    """One autocommitted INSERT … ON CONFLICT: a single round trip.
+
+    On PostgreSQL the claim commits without waiting for its WAL flush (synchronous_commit off for
+    this statement's transaction). That is safe: if the server crashed before the flush the claim is
+    simply gone and a retry runs fresh, and the view's durable commit later flushes the WAL before
+    it, so a completed request can never lose its claim.
+    """
+    durability = ""
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        durability = " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
+    return (
+        f"INSERT INTO {TABLE} (scope_hash, user_id, key, method, path, fingerprint, state, attempt_token, "  # noqa: S608
+        "locked_at, created_at, expires_at, response_headers, response_body, body_encrypted) "
+        f"SELECT %s, %s, %s, %s, %s, %s, 'in_flight', %s, %s, %s, %s, '{{}}', %s, false{durability} "
+        "ON CONFLICT (scope_hash) DO NOTHING RETURNING id"
+    )
 
 
 def _uuid(value: uuid.UUID):
