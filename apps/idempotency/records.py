@@ -129,7 +129,7 @@ def _claim_sql() -> str:
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
         durability = " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit"
     return (
-        f"INSERT INTO {TABLE} (scope_hash, user_id, key, method, path, fingerprint, state, attempt_token, "  # noqa: S608
+        f"INSERT INTO {TABLE} (scope_hash, user_id, key, method, path, fingerprint, state, attempt_token, "
         "locked_at, created_at, expires_at, response_headers, response_body, body_encrypted) "
         f"SELECT %s, %s, %s, %s, %s, %s, 'in_flight', %s, %s, %s, %s, '{{}}', %s, false{durability} "
         "ON CONFLICT (scope_hash) DO NOTHING RETURNING id"
