@@ -125,6 +125,13 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Several models have a `kind`/`status`; name their enums so the schema never merges them.
+    "ENUM_NAME_OVERRIDES": {
+        "FlagKindEnum": "apps.flags.models.Flag.Kind",
+        "FlagRuleKindEnum": "apps.flags.models.FlagRule.Kind",
+        "OutboxKindEnum": "apps.outbox.models.OutboxMessage.Kind",
+        "OutboxStatusEnum": "apps.outbox.models.OutboxMessage.Status",
+    },
     # Swagger UI is served from this deployment (drf-spectacular-sidecar), not from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -279,7 +286,7 @@ BREAKER_WINDOW_SECONDS = env.integer("BREAKER_WINDOW_SECONDS", 60, minimum=1)
 BREAKER_OPEN_SECONDS = env.integer("BREAKER_OPEN_SECONDS", 30, minimum=1)
 BREAKER_HALF_OPEN_CALLS = env.integer("BREAKER_HALF_OPEN_CALLS", 1, minimum=1)
 LOCK_TTL_SECONDS = env.integer("LOCK_TTL_SECONDS", 30, minimum=1)
-BULKHEAD_LEASE_SECONDS = env.integer("BULKHEAD_LEASE_SECONDS", 60, minimum=1)
+BULKHEAD_LEASE_SECONDS = env.integer("BULKHEAD_LEASE_SECONDS", 15, minimum=1)
 HTTP_CLIENT_MAX_ATTEMPTS = env.integer("HTTP_CLIENT_MAX_ATTEMPTS", 3, minimum=1)
 HTTP_CLIENT_BACKOFF_BASE_SECONDS = env.integer("HTTP_CLIENT_BACKOFF_BASE_MS", 200, minimum=1) / 1000
 HTTP_CLIENT_BACKOFF_MAX_SECONDS = env.integer("HTTP_CLIENT_BACKOFF_MAX_MS", 5000, minimum=1) / 1000

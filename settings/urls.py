@@ -14,6 +14,7 @@ register_converter(IdConverter, "id")
 api_patterns = [
     path("orders/", include("apps.orders.urls")),
     path("outbox/", include("apps.outbox.urls")),
+    path("flags/", include("apps.flags.urls")),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny]), name="docs"),
 ]

@@ -2,7 +2,7 @@
 
 from django.conf import settings
 
-from apps.core.task_contract import HEARTBEAT, IDEMPOTENCY_PURGE, OUTBOX_PURGE, OUTBOX_RELAY
+from apps.core.task_contract import FLAGS_APPLY_SCHEDULED, HEARTBEAT, IDEMPOTENCY_PURGE, OUTBOX_PURGE, OUTBOX_RELAY
 
 BEAT_SCHEDULE = {
     "core-heartbeat": {
@@ -27,6 +27,12 @@ BEAT_SCHEDULE = {
         "task": OUTBOX_PURGE,
         "schedule": 3600.0,
         "options": {"expires": 1800},
+    },
+    # Scheduled flag changes ("50% at 09:00") land within this interval of their run_at.
+    "flags-apply-scheduled": {
+        "task": FLAGS_APPLY_SCHEDULED,
+        "schedule": 30.0,
+        "options": {"expires": 30},
     },
 }
 

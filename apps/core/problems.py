@@ -58,7 +58,12 @@ def _field_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
     if isinstance(detail, dict):
         flattened: list[dict[str, str]] = []
         for key, value in detail.items():
-            field = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+                field = f"{prefix}[{key}]"  # DRF keys list-item errors by index
+            elif key == "non_field_errors" and prefix:
+                field = prefix
+            else:
+                field = f"{prefix}.{key}" if prefix else str(key)
             flattened.extend(_field_errors(value, field))
         return flattened
     if isinstance(detail, list):

@@ -11,6 +11,7 @@ OUTBOX_RELAY = "outbox.relay"
 OUTBOX_DELIVER_EVENT = "outbox.deliver_event"
 OUTBOX_PURGE = "outbox.purge"
 IDEMPOTENCY_PURGE = "idempotency.purge"
+FLAGS_APPLY_SCHEDULED = "flags.apply_scheduled"
 
 # Which queue each task runs on.
 TASK_QUEUES = {
@@ -19,4 +20,5 @@ TASK_QUEUES = {
     OUTBOX_DELIVER_EVENT: "events",
     OUTBOX_PURGE: "default",
     IDEMPOTENCY_PURGE: "default",
+    FLAGS_APPLY_SCHEDULED: "default",
 }

@@ -18,6 +18,7 @@ OPERATORS = frozenset({
 LIST_OPERATORS = frozenset({"in", "not_in"})
 NUMERIC_OPERATORS = frozenset({"gt", "gte", "lt", "lte"})
 RULE_KINDS = frozenset(FlagRule.Kind.values)
+RESERVED_KEYS = frozenset({"evaluate"})
 
 
 class DefinitionError(InvalidInput):
@@ -48,11 +49,23 @@ def validate_definition(data: dict[str, Any]) -> dict[str, Any]:
     def error(field: str, message: str, code: str = "invalid") -> None:
         errors.append({"field": field, "message": message, "code": code})
 
+    if not isinstance(data, dict):
+        raise DefinitionError("A flag definition is a JSON object.", errors=[
+            {"field": "non_field_errors", "message": "Expected an object.", "code": "invalid"}])
     key = data.get("key")
     if not isinstance(key, str) or not re.fullmatch(KEY_PATTERN, key):
         error("key", "Use 1-100 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit.")
+    elif key in RESERVED_KEYS:
+        error("key", f"{key!r} is reserved (it names an API route).")
+    for name, limit in (("description", 10_000), ("owner", 200)):
+        value = data.get(name, "")
+        if not isinstance(value, str) or len(value) > limit:
+            error(name, f"Must be text of at most {limit} characters.")
+    bad_value = _first_unstorable(data)
+    if bad_value:
+        error(bad_value[0], bad_value[1])
     kind = data.get("kind", Flag.Kind.BOOLEAN)
-    if kind not in Flag.Kind.values:
+    if not isinstance(kind, str) or kind not in Flag.Kind.values:
         error("kind", f"Must be one of {', '.join(Flag.Kind.values)}.")
     if not isinstance(data.get("enabled", False), bool):
         error("enabled", "Must be true or false.")
@@ -116,6 +129,8 @@ def _check_variants(variants: Any, kind: str, error) -> set[str]:
         if not isinstance(variant, dict) or not isinstance(variant.get("name"), str) or not variant.get("name"):
             error(field, 'Each variant needs a "name", a "value" and a "weight".')
             continue
+        if len(variant["name"]) > 100:
+            error(f"{field}.name", "At most 100 characters.")
         if variant["name"] in names:
             error(f"{field}.name", f"Duplicate variant name {variant['name']!r}.")
         names.add(variant["name"])
@@ -132,7 +147,7 @@ def _check_variants(variants: Any, kind: str, error) -> set[str]:
 
 
 def _check_rule(rule: Any, field: str, kind: str, variant_names: set[str], error) -> None:
-    if not isinstance(rule, dict) or rule.get("kind") not in RULE_KINDS:
+    if not isinstance(rule, dict) or not isinstance(rule.get("kind"), str) or rule["kind"] not in RULE_KINDS:
         error(f"{field}.kind", f"Must be one of {', '.join(sorted(RULE_KINDS))}.")
         return
     params = rule.get("params") or {}
@@ -158,7 +173,9 @@ def _check_rule(rule: Any, field: str, kind: str, variant_names: set[str], error
     for index, constraint in enumerate(constraints):
         _check_constraint(constraint, f"{field}.constraints[{index}]", error)
     variant = rule.get("variant") or ""
-    if variant and (kind != Flag.Kind.MULTIVARIATE or variant not in variant_names):
+    if not isinstance(variant, str):
+        error(f"{field}.variant", "Must be a variant name.")
+    elif variant and (kind != Flag.Kind.MULTIVARIATE or variant not in variant_names):
         error(f"{field}.variant", f"Unknown variant {variant!r}.")
 
 
@@ -167,7 +184,7 @@ def _check_constraint(constraint: Any, field: str, error) -> None:
         error(field, 'Each constraint needs "attribute", "operator" and "values".')
         return
     operator = constraint.get("operator")
-    if operator not in OPERATORS:
+    if not isinstance(operator, str) or operator not in OPERATORS:
         error(f"{field}.operator", f"Unknown operator {operator!r}; use one of {', '.join(sorted(OPERATORS))}.")
         return
     values = constraint.get("values")
@@ -194,3 +211,20 @@ def _check_constraint(constraint: Any, field: str, error) -> None:
 
 def _is_list(value: Any) -> bool:
     return isinstance(value, list)
+
+
+def _first_unstorable(value: Any, path: str = "") -> tuple[str, str] | None:
+    """Find text with NUL characters or non-finite numbers, which PostgreSQL's JSON and text refuse."""
+    if isinstance(value, str):
+        return (path or "non_field_errors", "Text must not contain NUL characters.") if "\x00" in value else None
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return (path or "non_field_errors", "Numbers must be finite.")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        return (path or "non_field_errors", "Integers must fit in 64 bits.")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for name, item in items:
+        child = f"{path}[{name}]" if isinstance(name, int) else (f"{path}.{name}" if path else str(name))
+        found = _first_unstorable(item, child) or (_first_unstorable(name, child) if isinstance(name, str) else None)
+        if found:
+            return found
+    return None

@@ -25,7 +25,7 @@ def get_details(key: str, default: Any = False, context: Mapping[str, Any] | Non
         details = flag.evaluate(current_context() if context is None else context, explain=explain)
     except Exception as exc:  # evaluation must never break the caller
         return _error(key, default, "GENERAL", f"{type(exc).__name__}: {exc}")
-    if details.value is None and details.reason == "DEFAULT":
+    if details.value is None and details.reason in ("DEFAULT", "DISABLED"):
         return details._replace(value=default)  # a multivariate flag without its own default
     return details
 
@@ -43,6 +43,8 @@ def get_value(key: str, default: Any, context: Mapping[str, Any] | None = None) 
 def _error(key: str, default: Any, code: str, message: str) -> Details:
     metrics.EVALUATION_ERRORS.labels(code).inc()
     if (key, code) not in _logged_errors:  # once per flag and error, not once per evaluation
+        if len(_logged_errors) >= 10_000:  # callers can name any key: keep the memory bounded
+            _logged_errors.clear()
         _logged_errors.add((key, code))
         logger.warning("Flag %s evaluated to its default: %s", key, message)
     return Details(default, None, ERROR, error_code=code, explanation=(message,))

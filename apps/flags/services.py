@@ -93,8 +93,9 @@ def scheduled_changes_apply(*, now: datetime | None = None) -> int:
                 with transaction.atomic():
                     flag_update(key=scheduled.flag.key, changes=scheduled.changes, actor="scheduler",
                                 reason=f"scheduled: {scheduled.reason}", action="scheduled")
-            except InvalidInput as exc:
-                claimed.error = exc.detail if not exc.errors else f"{exc.detail} {exc.errors}"
+            except Exception as exc:  # a bad stored change is recorded on its row, never retried forever
+                detail = exc.detail if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}"
+                claimed.error = f"{detail} {exc.errors}" if isinstance(exc, InvalidInput) and exc.errors else detail
                 claimed.save(update_fields=["error"])
                 continue
             claimed.applied_at = timezone.now()
@@ -109,7 +110,8 @@ def _record(key, version, action, actor, reason, before, after) -> None:
     FlagsVersion.objects.get_or_create(pk=1)
     FlagsVersion.objects.filter(pk=1).update(version=F("version") + 1)
     new_version = FlagsVersion.objects.get(pk=1).version
-    mark_dirty()
+    mark_dirty()  # read-your-writes inside this transaction
+    transaction.on_commit(mark_dirty)  # and after it: a listener reload may have raced the commit
     transaction.on_commit(lambda: signal_change(new_version))
 
 

@@ -61,7 +61,7 @@ def reload() -> Snapshot:
             except Exception:  # one broken definition must not hide every other flag
                 logger.exception("Flag %s cannot be compiled; it evaluates to its default", flag.key)
         _snapshot = Snapshot(version=version, flags=flags)
-        metrics.SNAPSHOT_VERSION.set(version)
+        metrics.SNAPSHOT_VERSION.labels("flags").set(version)
     if not _listener_started:
         _start_listener()
     return _snapshot
@@ -103,9 +103,12 @@ def _listen() -> None:
             else:
                 _wait_and_check(poll)
         except Exception as exc:  # keep listening whatever happens; evaluation must never depend on it
-            logger.warning("Flag listener error, retrying: %s", exc)
+            logger.warning("Flag listener error, polling instead: %s", exc)
             close_old_connections()
-            threading.Event().wait(poll)
+            try:
+                _wait_and_check(poll)  # Redis may be down: keep following the version by polling
+            except Exception as poll_exc:
+                logger.warning("Flag version poll failed: %s", poll_exc)
 
 
 def _listen_redis(poll: float) -> None:
@@ -136,9 +139,11 @@ def _check_version() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # The snapshot's data is inherited; the listener thread is not.
-    global _listener_started
+    # The snapshot's data is inherited; the listener thread is not, and a lock it held at fork
+    # time would never be released in the child.
+    global _listener_started, _lock
     _listener_started = False
+    _lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -4,6 +4,9 @@ import ipaddress
 
 import pytest
 
+# /metrics reads the outbox backlog from the database at scrape time.
+pytestmark = pytest.mark.django_db
+
 
 def test_metrics_exposes_prometheus_text(client):
     client.get("/health/live")
@@ -11,6 +14,7 @@ def test_metrics_exposes_prometheus_text(client):
 
     assert response.status_code == 200
     assert b"django_http_requests_total_by_method_total" in response.content
+    assert b"taskplane_outbox_pending" in response.content
 
 
 @pytest.fixture

@@ -1,0 +1,89 @@
+"""``flag_gated``: a Celery task runs only while its flag is on; otherwise it is skipped or deferred.
+
+Apply it under ``taskplane_task``::
+
+    @taskplane_task(REPORTS_BUILD)
+    @flag_gated("reports.nightly", when_off="defer", defer_seconds=300)
+    def build(report_id: int) -> None: ...
+
+The flag is evaluated with the task's bound context: the context of the request that caused the
+task, carried in the outbox headers (or none for beat-driven tasks). A deferred task is written back
+to the outbox with a delay, in its own transaction, so it keeps that context and never becomes a
+broker ETA.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from django.db import transaction
+from prometheus_client import Counter
+
+from apps.core.task_contract import TASK_QUEUES
+from apps.flags.evaluation import get_details
+
+logger = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+GATED_TASKS = Counter(
+    "taskplane_flags_gated_tasks_total", "Task runs held back because their flag was off", ["task", "flag", "outcome"]
+)
+
+
+def flag_gated(
+    key: str,
+    *,
+    when_off: Literal["skip", "defer"] = "skip",
+    defer_seconds: float = 60,
+    default: bool = False,
+    task_name: str | None = None,
+) -> Callable[[F], F]:
+    """Run the task only when flag ``key`` is on for its context; else skip it or re-enqueue it later.
+
+    ``default`` is the answer when the flag does not exist (True makes the flag an opt-in kill
+    switch). ``task_name`` is what a deferral re-enqueues; inside a worker it defaults to the
+    running task's name.
+    """
+    if when_off not in ("skip", "defer"):
+        raise ValueError(f"when_off must be 'skip' or 'defer', not {when_off!r}")
+    if isinstance(defer_seconds, bool) or not isinstance(defer_seconds, int | float) or defer_seconds <= 0:
+        raise ValueError("defer_seconds must be a positive number of seconds")
+    if task_name is not None and task_name not in TASK_QUEUES:
+        raise ValueError(f"Task {task_name!r} is not listed in apps.core.task_contract.TASK_QUEUES")
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            if get_details(key, default).value:
+                return function(*args, **kwargs)
+            name = task_name or _running_task_name(function)
+            if when_off == "skip":
+                logger.info("Task %s skipped: flag %s is off for its context", name, key)
+                GATED_TASKS.labels(name, key, "skipped").inc()
+                return None
+            from apps.outbox import enqueue
+
+            with transaction.atomic():
+                enqueue(name, args=list(args), kwargs=kwargs, delay=defer_seconds)
+            logger.info("Task %s deferred by %ss: flag %s is off for its context", name, defer_seconds, key)
+            GATED_TASKS.labels(name, key, "deferred").inc()
+            return None
+
+        gated.flag_gate = {"key": key, "when_off": when_off, "defer_seconds": defer_seconds}  # type: ignore[attr-defined]
+        return gated  # type: ignore[return-value]
+
+    return decorate
+
+
+def _running_task_name(function: Callable[..., Any]) -> str:
+    from celery import current_task
+
+    name = getattr(current_task, "name", None)
+    if not name:
+        raise RuntimeError(
+            f"{function.__qualname__} is flag-gated outside a Celery task; pass task_name= to flag_gated()"
+        )
+    return name
