@@ -34,3 +34,5 @@ API_THROTTLE_RATE = "100000/min"
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"principal": API_THROTTLE_RATE, "anonymous": "100000/min"}  # noqa: F405
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+# Breakers, limiters and locks get their own database, emptied by the resilience tests.
+RESILIENCE_REDIS_URL = env.url("TEST_RESILIENCE_REDIS_URL", "redis://127.0.0.1:6379/8", schemes=("redis", "rediss"))
