@@ -217,6 +217,13 @@ IDEMPOTENCY_MAX_RESPONSE_BYTES = env.integer("IDEMPOTENCY_MAX_RESPONSE_BYTES", 1
 IDEMPOTENCY_STORED_HEADERS = env.csv("IDEMPOTENCY_STORED_HEADERS", [])
 IDEMPOTENCY_ENCRYPT_RESPONSES = env.boolean("IDEMPOTENCY_ENCRYPT_RESPONSES", False)
 
+if (OUTBOX_ENCRYPTED_TOPICS or IDEMPOTENCY_ENCRYPT_RESPONSES) and not FERNET_KEYS:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "FERNET_KEYS is required when OUTBOX_ENCRYPTED_TOPICS or IDEMPOTENCY_ENCRYPT_RESPONSES is set."
+    )
+
 # --- Feature flags ----------------------------------------------------------------------------
 # How often each process re-checks the flags version when no change signal arrives (the fallback).
 FLAGS_POLL_SECONDS = env.integer("FLAGS_POLL_MS", 2000, minimum=50) / 1000

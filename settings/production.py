@@ -19,7 +19,7 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 CELERY_BROKER_URL = env.url("CELERY_BROKER_URL", schemes=("redis", "rediss", "amqp", "amqps"))
 CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)
-# Shared state (throttle counters, and later breakers, locks, flag signals) must be shared: Redis.
+# Shared state (throttle counters, breakers, limiters, locks, flag-change signals) lives in Redis.
 REDIS_URL = env.url("REDIS_URL", schemes=("redis", "rediss"))
 CACHES = cache_config(REDIS_URL)
 FERNET_KEYS = env.fernet_keys("FERNET_KEYS")

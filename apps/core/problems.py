@@ -94,9 +94,13 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRe
     request = context.get("request")
     set_rollback()
     if isinstance(exc, TaskplaneError):
+        if exc.status == 500:  # a 503 (dependency down) is expected operation; a 500 is a bug to look at
+            logger.exception("Server-side error in API view: %s", exc.detail)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
         return problem_response(
             status=exc.status, request=request, title=exc.title, detail=exc.detail,
-            type_uri=exc.type_uri, errors=exc.errors,
+            type_uri=exc.type_uri, errors=exc.errors, headers=headers,
         )
     exc = _translate(exc)
     if not isinstance(exc, exceptions.APIException):

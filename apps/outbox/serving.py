@@ -1,8 +1,8 @@
 """Running the relay as a long-lived loop: a slot lock, wake-ups after commit, and a bounded lease.
 
 A relay holds one of OUTBOX_RELAYS slots for at most OUTBOX_RELAY_LEASE_SECONDS, then hands over
-(the Celery task starts its successor through the outbox), so a worker's warm shutdown never waits
-long for it. On PostgreSQL the slot is a session advisory lock on the relay's listening connection:
+(the Celery task sends its successor to the broker directly: it is the relay's own continuation),
+so a worker's warm shutdown never waits long for it. On PostgreSQL the slot is a session advisory lock on the relay's listening connection:
 if the relay process dies, PostgreSQL drops the lock with the connection and the next beat tick
 starts a replacement. On SQLite (the embedded default, one machine) it is an exclusive file lock.
 """
@@ -18,6 +18,7 @@ import psycopg
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from apps.outbox import metrics
 from apps.outbox.relay import relay_once
 from apps.outbox.transports import BrokerUnavailable, Transport, open_transport
 from apps.outbox.writing import NOTIFY_CHANNEL
@@ -108,6 +109,7 @@ def _serve(waker, *, deadline: float) -> None:
                 transport = transport or open_transport()
                 result = relay_once(transport)
             except BrokerUnavailable as exc:
+                metrics.BROKER_UNAVAILABLE.inc()
                 pause = _grow(pause)
                 logger.warning("Broker unavailable, relay retries in %.1fs: %s", pause, exc)
                 _close(transport)

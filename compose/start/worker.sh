@@ -11,6 +11,8 @@ if [[ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]]; then
   rm -f "$PROMETHEUS_MULTIPROC_DIR"/*.db
 fi
 
+# WORKER_QUEUES (comma-separated) limits the queues, e.g. "outbox" for a dedicated relay worker.
 exec celery -A workers worker \
   --loglevel "${CELERY_LOG_LEVEL:-INFO}" \
-  --concurrency "${WORKER_CONCURRENCY:-2}"
+  --concurrency "${WORKER_CONCURRENCY:-2}" \
+  ${WORKER_QUEUES:+--queues "$WORKER_QUEUES"}
