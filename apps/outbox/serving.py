@@ -1,10 +1,11 @@
 """Running the relay as a long-lived loop: a slot lock, wake-ups after commit, and a bounded lease.
 
 A relay holds one of OUTBOX_RELAYS slots for at most OUTBOX_RELAY_LEASE_SECONDS, then hands over
-(the Celery task sends its successor to the broker directly: it is the relay's own
-continuation), so a worker's warm shutdown never waits long for it. On PostgreSQL the slot is
-a session advisory lock on the relay's listening connection: if the relay process dies, PostgreSQL drops the lock with the connection and the next beat tick
-starts a replacement. On SQLite (the embedded default, one machine) it is an exclusive file lock.
+(the Celery task sends its successor to the broker directly: it is the relay's own continuation), so
+a worker's warm shutdown never waits long for it. On PostgreSQL the slot is a session advisory lock
+on the relay's listening connection: if the relay process dies, PostgreSQL drops the lock with the
+connection and the next beat tick starts a replacement. On SQLite (the embedded default, one
+machine) it is an exclusive file lock.
 """
 
 from __future__ import annotations
