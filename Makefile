@@ -37,3 +37,25 @@ test: lint
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+# On-demand benchmark, not part of `make test` (docs/benchmarks.md). The last stdout line is the JSON summary;
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="--quiet-wait 120 --no-retained".
+.PHONY: bench-outbox
+bench-outbox: venv
+	DJANGO_SETTINGS_MODULE=settings.test $(BIN)/python -m tests.benchmarks.bench_outbox $(BENCH_ARGS)
+
+# Idempotency-Key latency (docs/benchmarks.md); e.g. BENCH_ARGS="--requests 500 --py-spy /path/to/py-spy".
+.PHONY: bench-idempotency
+bench-idempotency: venv
+	DJANGO_SETTINGS_MODULE=settings.test $(BIN)/python -m tests.benchmarks.bench_idempotency $(BENCH_ARGS)
+
+# Feature flags (docs/benchmarks.md): installs django-waffle, the baseline, for this benchmark only.
+.PHONY: bench-flags
+bench-flags: venv
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/bench.txt
+	$(BIN)/python -m tests.benchmarks.bench_flags $(BENCH_ARGS)
+
+# Resilience kit overhead on real Redis and the HTTP client's over bare requests (docs/benchmarks.md).
+.PHONY: bench-resilience
+bench-resilience: venv
+	$(BIN)/python -m tests.benchmarks.bench_resilience $(BENCH_ARGS)

@@ -102,6 +102,7 @@ def relay_serve(*, lease_seconds: float | None = None) -> str:
 def _serve(waker, *, deadline: float) -> None:
     transport: Transport | None = None
     pause = 0.0  # grows while the broker or the database is failing
+    recheck = 0.0  # grows while only rows held back for ordering are found
     try:
         while (remaining := deadline - time.monotonic()) > 0:
             if pause:
@@ -122,8 +123,18 @@ def _serve(waker, *, deadline: float) -> None:
                 connection.close()
                 continue
             pause = 0.0
-            if result.claimed < settings.OUTBOX_BATCH_SIZE:
-                waker.wait(min(settings.OUTBOX_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            remaining = max(0.0, deadline - time.monotonic())
+            if result.locked >= settings.OUTBOX_BATCH_SIZE and result.published:
+                recheck = 0.0
+                continue  # a full batch: there is more
+            if result.held_back:
+                # Rows wait on another relay's batch (released within milliseconds) or on a retry's
+                # backoff (much longer): look again soon, then less and less often.
+                recheck = 0.002 if result.published else min(settings.OUTBOX_POLL_SECONDS, max(0.002, recheck * 2))
+                waker.wait(min(recheck, remaining))
+                continue
+            recheck = 0.0
+            waker.wait(min(settings.OUTBOX_POLL_SECONDS, remaining))
     finally:
         _close(transport)
 
@@ -146,7 +157,8 @@ def relay_drain(*, max_batches: int | None = None) -> int:
             result = relay_once(transport)
             published += result.published
             batches += 1
-            if result.claimed == 0 or (result.claimed < settings.OUTBOX_BATCH_SIZE and result.failed == 0):
+            # Stop when nothing moved (rows left are held back by a retry) or the backlog is empty.
+            if result.published == 0 or (result.locked < settings.OUTBOX_BATCH_SIZE and not result.held_back):
                 break
     finally:
         transport.close()

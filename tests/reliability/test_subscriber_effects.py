@@ -63,7 +63,7 @@ def _envelope(order: Order) -> dict:
     row = OutboxMessage.objects.get(kind=OutboxMessage.Kind.EVENT, key=f"order:{order.pk}")
     return json.loads(event_envelope(ClaimedRow(
         id=row.id, message_id=str(row.message_id), kind=row.kind, name=row.name, key=row.key, queue=row.queue,
-        payload=row.payload, encrypted=row.encrypted, headers=row.headers, created_at=row.created_at,
+        payload=row.payload, encrypted=row.encrypted, headers_json=json.dumps(row.headers), created_at=row.created_at,
     )))
 
 

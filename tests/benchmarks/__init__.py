@@ -1,0 +1,1 @@
+"""On-demand benchmarks (``make bench-*``): they print figures, they never assert timings."""
