@@ -14,7 +14,6 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.flags import snapshot as flags_snapshot
 from apps.flags.models import Flag, FlagChange, FlagRule, ScheduledFlagChange
 from apps.flags.services import flag_save, scheduled_changes_apply
 from tests.apps.flags.test_definitions import INVALID_DEFINITIONS, invalid
@@ -24,16 +23,6 @@ pytestmark = pytest.mark.django_db
 ADD_URL = reverse("admin:flags_flag_add")
 
 
-@pytest.fixture(autouse=True)
-def _own_snapshot(monkeypatch):
-    """Evaluate this test's uncommitted flags: reload on first use and hold the listener thread still.
-
-    The listener reloads from committed rows, which would swap this test's flags out of the snapshot.
-    """
-    monkeypatch.setattr(flags_snapshot, "_check_version", lambda: None)
-    flags_snapshot.mark_dirty()
-    yield
-    flags_snapshot.mark_dirty()
 
 
 @pytest.fixture

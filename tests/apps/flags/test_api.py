@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from apps.core.api_keys import api_key_create
-from apps.flags import snapshot as flags_snapshot
 from apps.flags.models import Flag, FlagChange
 from apps.flags.services import flag_save
 from tests.apps.flags.test_definitions import INVALID_DEFINITIONS, invalid
@@ -20,16 +19,6 @@ EVALUATE_URL = "/api/flags/evaluate/"
 PROBLEM = "application/problem+json"
 
 
-@pytest.fixture(autouse=True)
-def _own_snapshot(monkeypatch):
-    """Evaluate this test's uncommitted flags: reload on first use and hold the listener thread still.
-
-    The listener reloads from committed rows, which would swap this test's flags out of the snapshot.
-    """
-    monkeypatch.setattr(flags_snapshot, "_check_version", lambda: None)
-    flags_snapshot.mark_dirty()
-    yield
-    flags_snapshot.mark_dirty()
 
 
 @pytest.fixture

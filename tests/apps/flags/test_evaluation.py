@@ -26,13 +26,6 @@ pytestmark = pytest.mark.django_db
 SUBJECTS = 10_000
 
 
-@pytest.fixture(autouse=True)
-def _own_snapshot(monkeypatch):
-    """This test's uncommitted flags stay in the snapshot; the next test (in any module) reloads."""
-    monkeypatch.setattr(flags_snapshot, "_check_version", lambda: None)
-    flags_snapshot.mark_dirty()
-    yield
-    flags_snapshot.mark_dirty()
 
 
 def _save(key: str, *, rules=(), **fields):

@@ -21,7 +21,6 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-from apps.flags import snapshot as flags_snapshot
 from apps.flags.context import set_context
 from apps.flags.openfeature import TaskplaneProvider, context_from
 from apps.flags.permissions import FlagEnabled, flag_required
@@ -69,16 +68,6 @@ urlpatterns = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _own_snapshot(monkeypatch):
-    """Evaluate this test's uncommitted flags: reload on first use and hold the listener thread still.
-
-    The listener reloads from committed rows, which would swap this test's flags out of the snapshot.
-    """
-    monkeypatch.setattr(flags_snapshot, "_check_version", lambda: None)
-    flags_snapshot.mark_dirty()
-    yield
-    flags_snapshot.mark_dirty()
 
 
 def save(key: str = "beta", **fields):

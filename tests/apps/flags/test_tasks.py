@@ -26,12 +26,8 @@ GATE = "reports.nightly"
 
 
 @pytest.fixture(autouse=True)
-def _own_snapshot(monkeypatch):
-    """The snapshot holds this test's flags only (see test_evaluation); the next test reloads."""
-    monkeypatch.setattr(flags_snapshot, "_check_version", lambda: None)
-    flags_snapshot.mark_dirty()
+def _no_bound_context():
     yield
-    flags_snapshot.mark_dirty()
     set_context(None)
 
 
