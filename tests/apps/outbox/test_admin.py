@@ -5,20 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from cryptography.fernet import Fernet
 from django.contrib.auth.models import Permission
-from django.db import transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.outbox import publish
 from apps.outbox.models import InboxEntry, OutboxMessage
+from tests.apps.outbox.support import event, stored
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = reverse("admin:outbox_outboxmessage_changelist")
-SECRET_TOPIC = "customer.updated"
 
 
 def change_url(message: OutboxMessage) -> str:
@@ -44,21 +41,6 @@ def staff_client(django_user_model):
     return client
 
 
-@pytest.fixture
-def encrypted_topic(settings):
-    settings.FERNET_KEYS = [Fernet.generate_key().decode()]
-    settings.OUTBOX_ENCRYPTED_TOPICS = [SECRET_TOPIC]
-    return SECRET_TOPIC
-
-
-def event(topic: str = "order.placed", payload=None, *, key: str | None = None) -> OutboxMessage:
-    with transaction.atomic():
-        return publish(topic, payload if payload is not None else {"n": 1}, key=key)
-
-
-def stored(**fields) -> OutboxMessage:
-    defaults = {"kind": "event", "name": "order.placed", "payload": "{}"}
-    return OutboxMessage.objects.create(**{**defaults, **fields})
 
 
 def listed(response) -> set[int]:

@@ -11,12 +11,12 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.core.api_keys import api_key_create
-from apps.outbox import enqueue, publish
+from apps.outbox import enqueue
 from apps.outbox.models import OutboxMessage
+from tests.apps.outbox.support import event, stored
 
 pytestmark = pytest.mark.django_db
 
-SECRET_TOPIC = "customer.updated"
 MESSAGE_FIELDS = {
     "id", "message_id", "kind", "name", "key", "queue", "status", "attempts", "available_at", "last_error",
     "created_at", "published_at", "encrypted", "headers", "payload",
@@ -39,21 +39,6 @@ def superuser_client(django_user_model):
     return client_for(django_user_model.objects.create_superuser(username="root", password="x"))
 
 
-@pytest.fixture
-def encrypted_topic(settings):
-    settings.FERNET_KEYS = [Fernet.generate_key().decode()]
-    settings.OUTBOX_ENCRYPTED_TOPICS = [SECRET_TOPIC]
-    return SECRET_TOPIC
-
-
-def event(topic: str = "order.placed", payload=None, *, key: str | None = None) -> OutboxMessage:
-    with transaction.atomic():
-        return publish(topic, payload if payload is not None else {"n": 1}, key=key)
-
-
-def stored(**fields) -> OutboxMessage:
-    defaults = {"kind": "event", "name": "order.placed", "payload": "{}"}
-    return OutboxMessage.objects.create(**{**defaults, **fields})
 
 
 def assert_problem(response, status: int) -> dict:
