@@ -18,11 +18,11 @@ from rest_framework.views import APIView
 
 from apps.core.errors import InvalidInput, NotFound
 from apps.core.pagination import StandardPagination
+from apps.flags.context import request_context
 from apps.flags.definitions import definition_of
 from apps.flags.engine import ERROR
 from apps.flags.evaluation import get_details
 from apps.flags.models import KEY_PATTERN, Flag
-from apps.flags.permissions import request_context
 from apps.flags.serializers import (
     EVALUATIONS_SCHEMA,
     EvaluateQuerySerializer,

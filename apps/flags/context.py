@@ -18,12 +18,18 @@ def set_context(value: dict[str, Any] | Callable[[], dict[str, Any]] | None) -> 
 
 
 def current_context() -> dict[str, Any]:
-    """The bound context, built on first use; empty outside requests and tasks."""
+    """The bound context (built on first use); empty outside requests and tasks."""
     value = _context.get()
-    if callable(value):
-        value = value()
-        _context.set(value)
-    return value or {}
+    return (value() if callable(value) else value) or {}
+
+
+def request_context(request) -> dict[str, Any]:
+    """The context of the user making ``request`` (a Django or DRF request), with or without the middleware."""
+    bound = _context.get()
+    django_request = getattr(request, "_request", request)
+    if isinstance(bound, _RequestContext) and bound.request is django_request:
+        return bound()
+    return context_for_user(getattr(request, "user", None), request)
 
 
 def context_for_user(user, request=None) -> dict[str, Any]:
@@ -41,6 +47,28 @@ def context_for_user(user, request=None) -> dict[str, Any]:
     return context
 
 
+class _RequestContext:
+    """A request's context, built on first use and rebuilt if the request's user changes.
+
+    API-key requests are authenticated by DRF inside the view, which then replaces ``request.user``
+    on the Django request: a context built before that (for the anonymous user) must not stick.
+    """
+
+    def __init__(self, request) -> None:
+        self.request = request
+        self._user: Any = _UNSET
+        self._value: dict[str, Any] = {}
+
+    def __call__(self) -> dict[str, Any]:
+        user = getattr(self.request, "user", None)
+        if user is not self._user:
+            self._user, self._value = user, context_for_user(user, self.request)
+        return self._value
+
+
+_UNSET = object()
+
+
 class FlagContextMiddleware:
     """Bind a lazily built context for the request's user (groups are read only if a flag is evaluated)."""
 
@@ -48,14 +76,8 @@ class FlagContextMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        set_context(lambda: context_for_user(_effective_user(request), request))
+        set_context(_RequestContext(request))
         try:
             return self.get_response(request)
         finally:
             set_context(None)
-
-
-def _effective_user(request):
-    # API-key requests are authenticated by DRF inside the view; DRF sets request.user on the Django
-    # request too, so by the time a flag is evaluated in the view the user is known.
-    return getattr(request, "user", None)

@@ -5,30 +5,17 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 
-from apps.flags.context import context_for_user, current_context
+from apps.flags.context import request_context
 from apps.flags.evaluation import is_enabled
 from apps.flags.models import KEY_PATTERN
 
 GATE_STATUSES = (403, 404)
-
-
-def request_context(request) -> dict[str, Any]:
-    """The flag context of the user making ``request`` (the middleware's, unless it was built for someone else)."""
-    context = current_context()
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and context.get("user_id") != str(user.pk):
-        # The middleware's context is built on first use: if something evaluated a flag before DRF
-        # authenticated the API key, it describes an anonymous caller. Without the middleware (a view
-        # called directly) nothing is bound at all. Either way, describe the authenticated user.
-        return context_for_user(user, request)
-    return context
 
 
 def _check_gate(key: str, status: int) -> None:

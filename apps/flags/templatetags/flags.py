@@ -6,9 +6,8 @@ from typing import Any
 
 from django import template
 
-from apps.flags.context import current_context
+from apps.flags.context import current_context, request_context
 from apps.flags.evaluation import get_value, is_enabled
-from apps.flags.permissions import request_context
 
 register = template.Library()
 
