@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from apps.core.admin_base import ReadOnlyAdmin
 from apps.core.api_keys import api_key_create
 from apps.core.models import ApiKey, Heartbeat
 
@@ -37,11 +38,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Heartbeat)
-class HeartbeatAdmin(admin.ModelAdmin):
+class HeartbeatAdmin(ReadOnlyAdmin):
     list_display = ("name", "beat_at")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

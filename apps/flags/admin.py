@@ -24,6 +24,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from apps.core.admin_base import ReadOnlyAdmin
 from apps.core.errors import TaskplaneError
 from apps.flags.context import context_for_user
 from apps.flags.definitions import DefinitionError, definition_of, validate_definition
@@ -437,7 +438,7 @@ class ScheduledFlagChangeAdmin(admin.ModelAdmin):
 
 
 @admin.register(FlagChange)
-class FlagChangeAdmin(admin.ModelAdmin):
+class FlagChangeAdmin(ReadOnlyAdmin):  # the audit trail is written by the flag services only
     list_display = ("changed_at", "flag_key", "action", "version", "actor", "reason")
     list_filter = ("action",)
     search_fields = ("flag_key", "actor", "reason")
@@ -456,13 +457,3 @@ class FlagChangeAdmin(admin.ModelAdmin):
     @admin.display(description="after")
     def after_display(self, obj: FlagChange) -> str:
         return format_html("<pre>{}</pre>", pretty(obj.after))
-
-    # The audit trail is written by the flag services only, and never rewritten.
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.http import HttpResponse
 from django.utils import timezone
 
 from apps.core.crypto import decrypt_text, encrypt_text
+from apps.core.db import uuid_param
+from apps.core.purging import delete_in_batches
 from apps.idempotency.models import IdempotencyRecord
 
 TABLE = IdempotencyRecord._meta.db_table
@@ -41,8 +43,8 @@ def record_claim(*, scope: str, user_id: int | None, key: str, method: str, path
     token = uuid.uuid4()
     expires = now + timedelta(seconds=settings.IDEMPOTENCY_RETENTION_SECONDS)
     with connection.cursor() as cursor:
-        cursor.execute(_claim_sql(), [scope, user_id, key, method, path, fingerprint, _uuid(token), now, now, expires,
-                                      b""])
+        cursor.execute(_claim_sql(), [scope, user_id, key, method, path, fingerprint, uuid_param(token), now, now,
+                                      expires, b""])
         inserted = cursor.fetchone()
     if inserted:
         return Claim("owned", token=token)
@@ -104,17 +106,8 @@ def record_body(record: IdempotencyRecord) -> bytes:
 
 def records_purge(*, batch_size: int = 5000, max_batches: int = 100) -> int:
     """Delete expired records in batches; returns how many."""
-    deleted = 0
-    for _ in range(max_batches):
-        with transaction.atomic():
-            ids = list(
-                IdempotencyRecord.objects.filter(expires_at__lte=timezone.now())
-                .values_list("id", flat=True)[:batch_size]
-            )
-            if not ids:
-                break
-            deleted += IdempotencyRecord.objects.filter(id__in=ids).delete()[0]
-    return deleted
+    expired = IdempotencyRecord.objects.filter(expires_at__lte=timezone.now())
+    return delete_in_batches(expired, batch_size=batch_size, max_batches=max_batches)
 
 
 def _claim_sql() -> str:
@@ -134,7 +127,3 @@ def _claim_sql() -> str:
         f"SELECT %s, %s, %s, %s, %s, %s, 'in_flight', %s, %s, %s, %s, '{{}}', %s, false{durability} "
         "ON CONFLICT (scope_hash) DO NOTHING RETURNING id"
     )
-
-
-def _uuid(value: uuid.UUID):
-    return value.hex if connection.vendor == "sqlite" else value

@@ -12,6 +12,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from apps.core.admin_base import ReadOnlyAdmin
 from apps.core.crypto import EncryptionUnavailable
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.selectors import outbox_stats
@@ -90,19 +91,6 @@ def payload_display(message: OutboxMessage, *, reveal_encrypted: bool) -> str:
     if text is None:
         return "[encrypted]"
     return json.dumps(parse_payload(text), indent=2, ensure_ascii=False, sort_keys=True)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    # Rows are written by publish()/enqueue() and the relay only; an edit here would bypass ordering and
-    # dedup rules, and a delete would lose the audit trail (discard keeps it).
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(OutboxMessage)

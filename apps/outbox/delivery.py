@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
+from apps.core.db import uuid_param
 from apps.core.task_contract import OUTBOX_DELIVER_EVENT
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.registry import subscriber_named
@@ -27,7 +28,7 @@ def inbox_claim(*, consumer: str, message_id: str) -> bool:
         cursor.execute(
             f"INSERT INTO {table} (consumer, message_id, processed_at) VALUES (%s, %s, CURRENT_TIMESTAMP) "  # noqa: S608
             "ON CONFLICT (consumer, message_id) DO NOTHING",
-            [consumer, message_id.replace("-", "") if connection.vendor == "sqlite" else message_id],
+            [consumer, uuid_param(message_id)],
         )
         return cursor.rowcount == 1
 

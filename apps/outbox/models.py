@@ -32,7 +32,13 @@ class OutboxMessage(models.Model):
     queue = models.CharField(max_length=64, blank=True, help_text="Target queue of a task.")
     payload = models.TextField(help_text="JSON text, or a Fernet token when encrypted.")
     encrypted = models.BooleanField(default=False)
+    # Public headers: they travel with the event to every consumer (docs/outbox.md lists them).
     headers = models.JSONField(default=dict, blank=True)
+    # Internal ambient context (apps.core.context_carriers, e.g. the flag evaluation context): restored in
+    # Taskplane's own tasks, never sent to consumers outside it.
+    context = models.JSONField(default=dict, blank=True)
+    # enqueue(dedup_key=...): at most one row per key while rows are retained (OUTBOX_RETENTION_DAYS).
+    dedup_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     available_at = models.DateTimeField(default=timezone.now, help_text="Not relayed before this time.")

@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.core.backoff import full_jitter_delay
 from apps.core.crypto import decrypt_text
+from apps.core.db import uuid_text
 from apps.core.task_contract import OUTBOX_DELIVER_EVENT, TASK_QUEUES
 from apps.outbox import metrics
 from apps.outbox.messages import ClaimedRow, Outgoing, event_envelope, event_message, short_repr, task_message
@@ -114,7 +115,7 @@ def _claim(limit: int) -> tuple[list[ClaimedRow], int]:
         cursor.execute(sql, [timezone.now(), limit])
         fetched = cursor.fetchall()
     rows = [
-        ClaimedRow(id=row_id, message_id=_uuid_text(message_id), kind=kind, name=name, key=key, queue=queue,
+        ClaimedRow(id=row_id, message_id=uuid_text(message_id), kind=kind, name=name, key=key, queue=queue,
                    payload=payload, encrypted=bool(encrypted), headers_json=headers or "{}",
                    created_at=_parse_time(created_at))
         for row_id, message_id, kind, name, key, queue, payload, encrypted, headers, created_at, held_back
@@ -123,14 +124,10 @@ def _claim(limit: int) -> tuple[list[ClaimedRow], int]:
     return rows, len(fetched)
 
 
-def _uuid_text(value) -> str:
-    text = str(value)
-    return text if len(text) == 36 else str(uuid.UUID(text))  # SQLite stores UUIDs as 32 hex digits
-
-
 def _parse_time(value) -> datetime:
     parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    # SQLite returns naive text in UTC (USE_TZ); PostgreSQL returns aware values.
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _build(rows: list[ClaimedRow]) -> tuple[list[Outgoing], dict[int, str]]:
@@ -200,9 +197,9 @@ def _mark_published(ids: list[int], now) -> None:
 
 
 def backoff_seconds(attempt: int) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    ceiling = min(settings.OUTBOX_BACKOFF_MAX_SECONDS, settings.OUTBOX_BACKOFF_BASE_SECONDS * (2 ** attempt))
-    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
+    """The outbox's wait before re-trying a message that failed ``attempt`` times (OUTBOX_BACKOFF_* settings)."""
+    return full_jitter_delay(attempt, base=settings.OUTBOX_BACKOFF_BASE_SECONDS,
+                             cap=settings.OUTBOX_BACKOFF_MAX_SECONDS)
 
 
 def _mark_failed(rows: list[ClaimedRow], errors: dict[int, str], now) -> int:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from apps.core.crypto import rotate_token
 from apps.core.errors import Conflict, NotFound
+from apps.core.purging import delete_in_batches
 from apps.outbox.models import OutboxMessage
 
 RETRYABLE = (OutboxMessage.Status.DEAD, OutboxMessage.Status.DISCARDED)
@@ -55,17 +56,8 @@ def outbox_discard_one(*, message_id: int) -> OutboxMessage:
 def outbox_purge(*, batch_size: int = 5000, max_batches: int = 100) -> int:
     """Delete published messages older than OUTBOX_RETENTION_DAYS, in small batches; returns how many."""
     cutoff = timezone.now() - timedelta(days=settings.OUTBOX_RETENTION_DAYS)
-    deleted = 0
-    for _ in range(max_batches):
-        with transaction.atomic():
-            ids = list(
-                OutboxMessage.objects.filter(status=OutboxMessage.Status.PUBLISHED, published_at__lt=cutoff)
-                .order_by("id").values_list("id", flat=True)[:batch_size]
-            )
-            if not ids:
-                break
-            deleted += OutboxMessage.objects.filter(id__in=ids).delete()[0]
-    return deleted
+    expired = OutboxMessage.objects.filter(status=OutboxMessage.Status.PUBLISHED, published_at__lt=cutoff)
+    return delete_in_batches(expired, batch_size=batch_size, max_batches=max_batches)
 
 
 def outbox_rotate_keys(*, batch_size: int = 500) -> int:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
+from apps.core.backoff import full_jitter_delay
 from apps.core.resilience.errors import RetryableStatus
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ class RetryPolicy:
 
     def backoff(self, retry_number: int) -> float:
         """Full-jitter wait before retry ``retry_number`` (0 for the first retry)."""
-        ceiling = min(self.max_delay, self.base_delay * 2**retry_number)
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
+        return full_jitter_delay(retry_number, base=self.base_delay, cap=self.max_delay)
 
     def should_retry(self, exc: BaseException) -> bool:
         """True when ``exc`` is one this policy retries."""
