@@ -18,5 +18,6 @@ def delete_in_batches(queryset: QuerySet, *, batch_size: int = 5000, max_batches
             ids = list(queryset.order_by("pk").values_list("pk", flat=True)[:batch_size])
             if not ids:
                 break
-            deleted += queryset.model.objects.filter(pk__in=ids).delete()[0]
+            # Filtered again: a row changed since the SELECT (taken over, re-queued) must survive.
+            deleted += queryset.filter(pk__in=ids).delete()[0]
     return deleted
