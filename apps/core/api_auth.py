@@ -23,11 +23,13 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raw_key = header[1].decode("ascii")
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("Invalid API key.") from exc
-        # The idempotency middleware may have authenticated this key already for this request.
+        # A request may be authenticated twice (the idempotency middleware runs the view's checks before
+        # the view does): the key is looked up once per request.
         cached = getattr(request._request, "taskplane_api_key_auth", None)
         result = cached[1] if cached and cached[0] == raw_key else api_key_authenticate(raw_key=raw_key)
         if result is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        request._request.taskplane_api_key_auth = (raw_key, result)
         return result
 
     def authenticate_header(self, request: Request) -> str:

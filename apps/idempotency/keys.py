@@ -12,34 +12,52 @@ from apps.core.errors import InvalidInput
 HEADER = "Idempotency-Key"
 MAX_LENGTH = 255
 
+# What the header may hold, for the OpenAPI schema (parse_key is the authority, tested to agree): a bare
+# key (printable ASCII, no comma, not opening with a quote) or an RFC 8941 string of such characters,
+# where a comma is allowed and \" and \\ are the only escapes.
+KEY_PATTERN = r'^(?:[ !#-+\--~][ -+\--~]{0,254}|"(?:[ !#-\[\]-~]|\\["\\]){1,255}")$'
+REPEATED = (f"Send one {HEADER} header. Servers join repeated headers with a comma, so a bare key cannot "
+            "contain one; quote the key to include a comma.")
+
 
 def parse_key(raw: str) -> str:
-    """Return the key from a header value: 1–255 printable ASCII, bare or as a structured-field string."""
-    value = raw
+    """Return the key from a header value: 1–255 printable ASCII, bare or as a structured-field string.
+
+    Repeated headers reach Django joined with commas (gunicorn, runserver and ASGI alike), so a list
+    of keys is refused rather than read as one key.
+    """
     if raw.startswith('"'):
-        if len(raw) < 2 or not raw.endswith('"'):
-            raise InvalidInput(f"{HEADER} opens a quoted string but does not close it.")
-        value = _unquote(raw[1:-1])
+        value, rest = _unquote(raw)
+        if rest:
+            raise InvalidInput(REPEATED if rest.lstrip().startswith(",") else
+                               f"{HEADER} has characters after its closing quote.")
+    elif "," in raw:
+        raise InvalidInput(REPEATED)
+    else:
+        value = raw
     if not 0 < len(value) <= MAX_LENGTH or not all(" " <= char <= "~" for char in value):
         raise InvalidInput(f"{HEADER} must be 1 to {MAX_LENGTH} printable ASCII characters.")
     return value
 
 
-def _unquote(inner: str) -> str:
-    """Undo structured-field string escaping (RFC 8941 §3.3.3): only \\" and \\\\ are escapes."""
+def _unquote(raw: str) -> tuple[str, str]:
+    """Read the structured-field string (RFC 8941 §3.3.3) that opens ``raw``; return it and what follows."""
     result = []
-    chars = iter(inner)
-    for char in chars:
+    index = 1
+    while index < len(raw):
+        char = raw[index]
         if char == "\\":
-            escaped = next(chars, "")
+            escaped = raw[index + 1:index + 2]
             if escaped not in ('"', "\\"):
                 raise InvalidInput(f"{HEADER} has an invalid escape in its quoted form.")
             result.append(escaped)
+            index += 2
         elif char == '"':
-            raise InvalidInput(f"{HEADER} has an unescaped quote in its quoted form.")
+            return "".join(result), raw[index + 1:]
         else:
             result.append(char)
-    return "".join(result)
+            index += 1
+    raise InvalidInput(f"{HEADER} opens a quoted string but does not close it.")
 
 
 def fingerprint(request: HttpRequest) -> str:

@@ -7,6 +7,7 @@ one transaction with the record's completion, which is what makes a crash after 
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -16,16 +17,18 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
-from apps.core.api_keys import api_key_authenticate
 from apps.core.errors import InvalidInput
 from apps.core.middleware import API_PREFIX
 from apps.core.problems import problem_response
 from apps.idempotency import metrics
+from apps.idempotency.answers import Keeping, idempotency_problem, kept_headers, replay, response_keeping
 from apps.idempotency.keys import HEADER, fingerprint, parse_key, scope_hash
-from apps.idempotency.records import Claim, LostOwnership, record_body, record_claim, record_complete, record_release
+from apps.idempotency.principal import principal_id, principal_preflight
+from apps.idempotency.records import Claim, LostOwnership, record_claim, record_complete, record_release
+
+logger = logging.getLogger(__name__)
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-NOT_STORED_STATUSES = frozenset({401, 403, 429})  # answered before the view's work: retrying is right
 STATUS_HEADER = "Idempotency-Key-Status"
 
 
@@ -47,27 +50,31 @@ class IdempotencyMiddleware:
         if request.method not in UNSAFE_METHODS or not request.path.startswith(API_PREFIX):
             return None
         raw = request.headers.get(HEADER)
-        if raw is None:
-            if self._required(request, view_func):
-                return problem_response(status=400, request=request, title="Idempotency-Key required",
-                                        detail=f"This operation requires an {HEADER} header.",
-                                        type_uri="urn:taskplane:problem:idempotency-key-required")
+        if raw is None and not self._required(request, view_func):
             return None
+        # Authentication and permissions first: a caller the view refuses learns nothing about the key.
+        preflight = principal_preflight(request=request, view_func=view_func, view_args=view_args,
+                                        view_kwargs=view_kwargs)
+        if preflight.refusal is not None:
+            return preflight.refusal
+        if raw is None:
+            return idempotency_problem(request=request, status=400, slug="required", title="Idempotency-Key required",
+                                       detail=f"This operation requires an {HEADER} header.")
         try:
             key = parse_key(raw)
         except InvalidInput as exc:
-            return problem_response(status=400, request=request, title="Malformed Idempotency-Key",
-                                    detail=exc.detail, type_uri="urn:taskplane:problem:idempotency-key-malformed")
-        principal = _principal(request)
-        if principal is None:
-            return None  # unauthenticated: the view answers 401 and nothing is stored
-        scope = scope_hash(principal=f"user:{principal}", method=request.method, path=request.path, key=key)
+            return idempotency_problem(request=request, status=400, slug="malformed", title="Malformed Idempotency-Key",
+                                       detail=exc.detail)
+        if preflight.user_id is None:
+            return None  # a view open to anonymous callers: nobody to scope the key to, so it is not tracked
+        scope = scope_hash(principal=f"user:{preflight.user_id}", method=request.method, path=request.path, key=key)
         try:
-            claim = self._claim(request, scope=scope, user_id=principal, key=key)
+            claim = self._claim(request, scope=scope, user_id=preflight.user_id, key=key)
         except RequestDataTooBig:
             return problem_response(status=413, request=request, detail="The request body is too large.")
         if claim.outcome == "owned":
-            response = self._execute(request, view_func, view_args, view_kwargs, scope=scope, claim=claim)
+            response = self._execute(request, view_func, view_args, view_kwargs, scope=scope, claim=claim,
+                                     user_id=preflight.user_id)
         else:
             response = self._answer_without_running(request, claim)
         response[HEADER] = raw
@@ -94,80 +101,62 @@ class IdempotencyMiddleware:
     def _answer_without_running(self, request: HttpRequest, claim: Claim) -> HttpResponse:
         if claim.outcome == "replay":
             metrics.KEYED_REQUESTS.labels("replayed").inc()
-            return _replay(claim)
+            return replay(claim.record)
         if claim.outcome == "mismatch":
             metrics.KEYED_REQUESTS.labels("mismatch").inc()
-            return problem_response(
-                status=422, request=request, title="Idempotency-Key reused",
-                detail=f"This {HEADER} was used for a different request (method, path, query or body differ).",
-                type_uri="urn:taskplane:problem:idempotency-key-reused")
+            return idempotency_problem(
+                request=request, status=422, slug="reused", title="Idempotency-Key reused",
+                detail=f"This {HEADER} was used for a different request (method, path, query or body differ).")
         metrics.KEYED_REQUESTS.labels("conflict").inc()
-        return problem_response(
-            status=409, request=request, title="Request in progress",
-            detail=f"A request with this {HEADER} is still being processed; retry later.",
-            type_uri="urn:taskplane:problem:idempotency-key-in-flight", headers={"Retry-After": "1"})
+        return idempotency_problem(
+            request=request, status=409, slug="in-flight", title="Request in progress", retry_after=True,
+            detail=f"A request with this {HEADER} is still being processed; retry later.")
 
-    def _execute(self, request, view_func, view_args, view_kwargs, *, scope: str, claim: Claim) -> HttpResponse:
+    def _execute(self, request, view_func, view_args, view_kwargs, *, scope: str, claim: Claim,
+                 user_id: int) -> HttpResponse:
         try:
             with transaction.atomic():
                 response = view_func(request, *view_args, **view_kwargs)
                 if callable(getattr(response, "render", None)):
                     response = response.render()
-                reason = _not_stored_reason(response)
-                if reason is None:
-                    record_complete(scope=scope, token=claim.token, response=response, headers=_kept_headers(response))
+                keeping = response_keeping(request=request, response=response)
+                if keeping.stored is not None and principal_id(request) != user_id:
+                    # The view authenticated someone else: keeping its answer under the principal that
+                    # claimed the key could replay one user's response to another.
+                    keeping = PRINCIPAL_CHANGED
+                if keeping.rollback:
+                    transaction.set_rollback(True)
                 else:
-                    record_release(scope=scope, token=claim.token)
+                    _settle(scope=scope, claim=claim, stored=keeping.stored)
+            if keeping.rollback:  # the view's writes are gone; settle the claim on its own
+                _settle(scope=scope, claim=claim, stored=keeping.stored)
         except LostOwnership:
             metrics.KEYED_REQUESTS.labels("lost_ownership").inc()
-            return problem_response(
-                status=409, request=request, title="Request superseded",
-                detail="A retry took over this request after its lease expired; its result is the one kept.",
-                type_uri="urn:taskplane:problem:idempotency-key-superseded", headers={"Retry-After": "1"})
+            return idempotency_problem(
+                request=request, status=409, slug="superseded", title="Request superseded", retry_after=True,
+                detail="A retry took over this request after its lease expired; its result is the one kept.")
         except BaseException:
-            with transaction.atomic():
-                record_release(scope=scope, token=claim.token)
+            record_release(scope=scope, token=claim.token)
             raise
-        metrics.KEYED_REQUESTS.labels("executed" if reason is None else "not_stored").inc()
-        if reason is not None and reason != "status":
-            response[STATUS_HEADER] = f"not-stored; reason={reason}"
+        if keeping is PRINCIPAL_CHANGED:
+            logger.warning("A view authenticated another principal than the one that claimed its %s", HEADER)
+            metrics.KEYED_REQUESTS.labels("principal_changed").inc()
+            return idempotency_problem(
+                request=request, status=409, slug="principal-changed", title="Principal changed", retry_after=True,
+                detail="The view authenticated someone else than the caller the key was claimed for; nothing was "
+                       "done. Retry the request.")
+        metrics.KEYED_REQUESTS.labels("executed" if keeping.not_stored is None else "not_stored").inc()
+        if keeping.not_stored not in (None, "status"):
+            response[STATUS_HEADER] = f"not-stored; reason={keeping.not_stored}"
         return response
 
 
-def _principal(request: HttpRequest) -> int | None:
-    """The id of the user the request acts for, decided as DRF will: a Bearer API key, else the session."""
-    parts = request.headers.get("Authorization", "").split()
-    if parts and parts[0].lower() == "bearer":
-        result = api_key_authenticate(raw_key=parts[1]) if len(parts) == 2 else None
-        if result is None:
-            return None  # DRF rejects the request with 401 before the view runs
-        request.taskplane_api_key_auth = (parts[1], result)  # reused by ApiKeyAuthentication
-        return result[0].pk
-    # Any other Authorization scheme is ignored by DRF, which then falls back to the session.
-    user = getattr(request, "user", None)
-    return user.pk if user is not None and user.is_authenticated else None
+PRINCIPAL_CHANGED = Keeping(None, rollback=True, not_stored="principal-changed")
 
 
-def _not_stored_reason(response: HttpResponse) -> str | None:
-    if response.status_code in NOT_STORED_STATUSES:
-        return "status"
-    if getattr(response, "streaming", False):
-        return "streaming"
-    if len(response.content) > settings.IDEMPOTENCY_MAX_RESPONSE_BYTES:
-        return "too-large"
-    return None
-
-
-def _kept_headers(response: HttpResponse) -> dict[str, str]:
-    # Allow is required on a replayed 405 (RFC 9110 §15.5.6); Vary keeps caches honest.
-    names = ("Content-Type", "Location", "Allow", "Vary", *settings.IDEMPOTENCY_STORED_HEADERS)
-    return {name: response[name] for name in names if response.has_header(name)}
-
-
-def _replay(claim: Claim) -> HttpResponse:
-    record = claim.record
-    response = HttpResponse(record_body(record), status=record.response_status)
-    for name, value in record.response_headers.items():
-        response[name] = value
-    response["Idempotent-Replayed"] = "true"
-    return response
+def _settle(*, scope: str, claim: Claim, stored: HttpResponse | None) -> None:
+    """Store what a retry gets back, or release the key so that a retry runs."""
+    if stored is None:
+        record_release(scope=scope, token=claim.token)
+    else:
+        record_complete(scope=scope, token=claim.token, response=stored, headers=kept_headers(stored))

@@ -7,6 +7,8 @@ so duplicates really race across processes and connections.
 
 from __future__ import annotations
 
+import http.client
+import json
 import signal
 import subprocess
 import sys
@@ -175,3 +177,51 @@ def test_kill_9_after_commit_before_reply_then_the_retry_gets_the_stored_respons
     assert retry.headers["Location"].endswith(f"/api/orders/{order.pk}/")
     assert Order.objects.count() == 1
     assert OutboxMessage.objects.filter(name="order.placed").count() == 1
+
+
+def _post_raw(server: Server, api_key: str, keys: list[str]) -> tuple[int, dict[str, str], bytes]:
+    """POST an order with one ``Idempotency-Key`` header line per entry of ``keys`` (requests cannot repeat one)."""
+    body = json.dumps(ORDER).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.putrequest("POST", "/api/orders/")
+        conn.putheader("Authorization", f"Bearer {api_key}")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        for key in keys:
+            conn.putheader("Idempotency-Key", key)
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, {name.lower(): value for name, value in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("keys", [["a", "b"], ["a", "a"], ['"a"', '"b"'], ["a, b"]],
+                         ids=["two-bare", "the-same-twice", "two-quoted", "bare-with-a-comma"])
+def test_repeated_idempotency_key_headers_are_a_400_not_one_joined_key(gunicorn, api_key, keys):
+    """issue 15 §0: gunicorn joins repeated header lines with a comma, and the two keys were taken as one
+    key "a,b". A bare key cannot contain a comma now, so a list of keys is refused, whatever its form."""
+    server = gunicorn()
+
+    status, headers, body = _post_raw(server, api_key, keys)
+
+    assert status == 400, body
+    assert headers["content-type"] == PROBLEM
+    problem = json.loads(body)
+    assert problem["type"] == "urn:taskplane:problem:idempotency-key-malformed"
+    assert "one Idempotency-Key" in problem["detail"]
+    assert "idempotency-key" not in headers
+    assert not Order.objects.exists() and not IdempotencyRecord.objects.exists()
+
+
+def test_a_comma_inside_a_quoted_key_is_one_key(gunicorn, api_key):
+    """The structured-field form can carry a comma: it is one key, and a retry replays."""
+    server = gunicorn()
+
+    first = _post_raw(server, api_key, ['"a,b"'])
+    retry = _post_raw(server, api_key, ['"a,b"'])
+
+    assert first[0] == retry[0] == 201, first[2]
+    assert retry[1]["idempotent-replayed"] == "true" and retry[2] == first[2]
+    assert IdempotencyRecord.objects.get().key == "a,b"

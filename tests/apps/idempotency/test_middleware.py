@@ -143,15 +143,6 @@ def test_throttled_requests_are_not_stored(api_client, settings):
     assert not IdempotencyRecord.objects.filter(key="two").exists()
 
 
-def test_large_responses_are_not_stored_and_say_so(api_client, settings):
-    settings.IDEMPOTENCY_MAX_RESPONSE_BYTES = 10
-    first = post(api_client, key="big")
-
-    assert first.status_code == 201
-    assert first["Idempotency-Key-Status"] == "not-stored; reason=too-large"
-    assert not IdempotencyRecord.objects.exists()
-
-
 def test_encrypted_storage_replays_the_same_bytes(api_client, settings):
     from cryptography.fernet import Fernet
 
