@@ -70,7 +70,7 @@ def effect_once(label: str) -> str:
     """Insert one row into the effects table, after waiting for the gate row a test may hold locked."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1 FROM core_heartbeat WHERE name = %s FOR UPDATE", [EFFECT_GATE])
-        cursor.execute(f"INSERT INTO {EFFECTS_TABLE} (label) VALUES (%s)", [label])  # noqa: S608
+        cursor.execute(f"INSERT INTO {EFFECTS_TABLE} (label) VALUES (%s)", [label])
     return "effect"
 
 

@@ -23,7 +23,8 @@ from apps.outbox.selectors import outbox_stats
 from apps.outbox.services import outbox_retry_one
 from tests.helpers import wait_until
 from tests.workers import policy_tasks
-from tests.workers.policy_tasks import EFFECT_GATE, EFFECTS_TABLE, PLAIN_SUBSCRIBER, PLAIN_TOPIC
+from tests.workers.policy_support import GateLock, backends_waiting_on_locks
+from tests.workers.policy_tasks import PLAIN_SUBSCRIBER, PLAIN_TOPIC
 from workers.task import taskplane_task
 from workers.tasks.outbox import deliver_event
 
@@ -120,61 +121,7 @@ def test_celery_autoretry_options_are_refused():
         taskplane_task(policy_tasks.RECORD, autoretry_for=(ValueError,), max_retries=3)(lambda: None)
 
 
-@pytest.fixture
-def effects():
-    """A table counting committed effects; its first insert fails (a trigger), as a flaky dependency would."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TABLE {EFFECTS_TABLE} (id serial PRIMARY KEY, label text NOT NULL)")
-        cursor.execute("CREATE SEQUENCE test_policy_effect_attempts")
-        cursor.execute("""
-            CREATE FUNCTION test_policy_fail_first() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF nextval('test_policy_effect_attempts') = 1 THEN
-                    RAISE EXCEPTION 'injected failure of the first effect';
-                END IF;
-                RETURN NEW;
-            END $$""")
-        cursor.execute(f"CREATE TRIGGER test_policy_fail_first BEFORE INSERT ON {EFFECTS_TABLE} "
-                       "FOR EACH ROW EXECUTE FUNCTION test_policy_fail_first()")
-        cursor.execute("INSERT INTO core_heartbeat (name, beat_at) VALUES (%s, now())", [EFFECT_GATE])
-
-    def count() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT count(*) FROM {EFFECTS_TABLE}")  # noqa: S608
-            return cursor.fetchone()[0]
-
-    yield count
-    with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {EFFECTS_TABLE}")
-        cursor.execute("DROP FUNCTION IF EXISTS test_policy_fail_first()")
-        cursor.execute("DROP SEQUENCE IF EXISTS test_policy_effect_attempts")
-
-
-class GateLock:
-    """Holds the gate row locked from another connection, so effect_once runs wait inside their body."""
-
-    def __init__(self) -> None:
-        import psycopg
-
-        params = connection.get_connection_params()
-        params.pop("cursor_factory", None)
-        params.pop("context", None)
-        self.conn = psycopg.connect(**params)
-        self.conn.execute("SELECT 1 FROM core_heartbeat WHERE name = %s FOR UPDATE", [EFFECT_GATE])
-
-    def release(self) -> None:
-        self.conn.rollback()
-        self.conn.close()
-
-
-def backends_waiting_on_locks() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                       "AND wait_event_type = 'Lock'")
-        return cursor.fetchone()[0]
-
-
-def test_one_message_run_by_two_workers_at_once_has_one_effect_even_when_the_first_fails(effects):
+def test_one_message_run_by_two_workers_at_once_has_one_effect_even_when_the_first_fails(effects_failing_first):
     """Issue 15 §2 (effect_once): both sides of the inbox claim raced. The first run claims the inbox
     row and fails inside its body (rolled back with the claim); the second, waiting on that claim,
     then has the effect. The first run's retry row, run afterwards, finds the effect done."""
@@ -201,7 +148,7 @@ def test_one_message_run_by_two_workers_at_once_has_one_effect_even_when_the_fir
             thread.join(timeout=60)
 
     assert sorted(states_seen, key=str) == [(states.IGNORED, None), (states.SUCCESS, "effect")]
-    assert effects() == 1
+    assert effects_failing_first() == 1
     [retry] = OutboxMessage.objects.filter(name=policy_tasks.EFFECT_ONCE)
     assert retry.context == {"attempt": 2, "origin": task_id}
 
@@ -209,5 +156,5 @@ def test_one_message_run_by_two_workers_at_once_has_one_effect_even_when_the_fir
     result = policy_tasks.effect_once.apply(args=["x"], task_id=str(retry.message_id),
                                             headers=_internal(**retry.context))
     assert (result.state, result.result) == (states.SUCCESS, "duplicate")
-    assert effects() == 1
+    assert effects_failing_first() == 1
     assert InboxEntry.objects.filter(consumer=policy_tasks.EFFECT_ONCE, message_id=task_id).count() == 1
