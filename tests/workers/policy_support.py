@@ -1,19 +1,11 @@
-"""Helpers of the failure-policy tests: an effects table, a gate lock, lock waiters."""
+"""Helpers of the failure-policy tests: an effects table, a gate lock, a backend to cut."""
 
 from __future__ import annotations
 
-import psycopg
 from django.db import connection
 
+from tests.database import other_connection
 from tests.workers.policy_tasks import EFFECT_GATE, EFFECTS_TABLE
-
-
-def _params() -> dict:
-    connection.ensure_connection()
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    return params
 
 
 def effects_create(*, fail_first: bool) -> None:
@@ -54,7 +46,7 @@ class GateLock:
     """Holds the gate row locked from another connection, so effect_once runs wait inside their body."""
 
     def __init__(self) -> None:
-        self.conn = psycopg.connect(**_params())
+        self.conn = other_connection()
         self.conn.execute("SELECT 1 FROM core_heartbeat WHERE name = %s FOR UPDATE", [EFFECT_GATE])
 
     def release(self) -> None:
@@ -62,17 +54,9 @@ class GateLock:
         self.conn.close()
 
 
-def backends_waiting_on_locks() -> int:
-    """Backends of the test database waiting on a lock (read from a connection of its own: a
-    transaction sees one snapshot of pg_stat_activity)."""
-    with psycopg.connect(**_params(), autocommit=True) as conn:
-        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                            "AND wait_event_type = 'Lock'").fetchone()[0]
-
-
 def backend_running(query_fragment: str) -> int | None:
     """The pid of a backend of the test database whose current query contains ``query_fragment``."""
-    with psycopg.connect(**_params(), autocommit=True) as conn:
+    with other_connection(autocommit=True) as conn:
         row = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' "
                            "AND query LIKE %s AND pid <> pg_backend_pid()", [f"%{query_fragment}%"]).fetchone()
     return row[0] if row else None

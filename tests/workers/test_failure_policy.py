@@ -21,9 +21,10 @@ from apps.core.task_contract import OUTBOX_DELIVER_EVENT
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.selectors import outbox_stats
 from apps.outbox.services import outbox_retry_one
+from tests.database import backends_waiting_on_locks
 from tests.helpers import wait_until
 from tests.workers import policy_tasks
-from tests.workers.policy_support import GateLock, backends_waiting_on_locks
+from tests.workers.policy_support import GateLock
 from tests.workers.policy_tasks import PLAIN_SUBSCRIBER, PLAIN_TOPIC
 from workers.task import taskplane_task
 from workers.tasks.outbox import deliver_event

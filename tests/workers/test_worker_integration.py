@@ -16,11 +16,12 @@ from apps.outbox.messages import ClaimedRow, event_envelope
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.relay import _DELIVERY_NAMESPACE
 from apps.outbox.serving import relay_drain
+from tests.database import backends_waiting_on_locks
 from tests.helpers import wait_until
 from tests.processes import celery_process
 from tests.workers import policy_tasks
 from tests.workers.db_proxy import PostgresProxy
-from tests.workers.policy_support import GateLock, backend_running, backends_waiting_on_locks
+from tests.workers.policy_support import GateLock, backend_running
 from workers import app
 
 POLICY_TASKS = ("--include", "tests.workers.policy_tasks")

@@ -12,6 +12,7 @@ from apps.core.request_context import set_request_id
 from apps.outbox import enqueue, publish
 from apps.outbox.errors import OutboxError
 from apps.outbox.models import OutboxMessage
+from tests.database import backends_waiting_on_locks, other_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -188,26 +189,6 @@ def test_enqueue_with_a_dedup_key_writes_one_row_and_returns_it_again():
         enqueue("core.heartbeat", dedup_key="")
 
 
-def _other_connection():
-    import psycopg
-    from django.db import connection
-
-    connection.ensure_connection()
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    return psycopg.connect(**params)
-
-
-def _waiting_on_locks() -> int:
-    """Backends of this database waiting on a lock, seen from a connection of its own (a transaction
-    sees one snapshot of pg_stat_activity, so a writer cannot poll it from inside its own)."""
-    with _other_connection() as conn:
-        conn.autocommit = True
-        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                            "AND wait_event_type = 'Lock'").fetchone()[0]
-
-
 @pytest.mark.parametrize("holder_outcome", ["commit", "rollback"])
 def test_two_transactions_racing_for_one_dedup_key_leave_one_row(holder_outcome):
     """Issue 15 §2, raced: a second transaction enqueueing the same dedup_key while the first is open waits
@@ -219,7 +200,7 @@ def test_two_transactions_racing_for_one_dedup_key_leave_one_row(holder_outcome)
 
     from tests.helpers import wait_until
 
-    holder = _other_connection()  # the first transaction, holding the key uncommitted
+    holder = other_connection()  # the first transaction, holding the key uncommitted
     holder.execute(
         "INSERT INTO outbox_outboxmessage (message_id, kind, name, queue, payload, encrypted, headers, context, "
         "dedup_key, status, attempts, last_error) VALUES (gen_random_uuid(), 'task', 'core.heartbeat', 'default', "
@@ -240,7 +221,8 @@ def test_two_transactions_racing_for_one_dedup_key_leave_one_row(holder_outcome)
     thread = threading.Thread(target=second)
     thread.start()
     try:
-        wait_until(lambda: _waiting_on_locks() >= 1, timeout=20, message="the second writer to wait for the first")
+        wait_until(lambda: backends_waiting_on_locks() >= 1, timeout=20,
+                   message="the second writer to wait for the first")
     finally:
         holder.commit() if holder_outcome == "commit" else holder.rollback()
         holder.close()
@@ -277,7 +259,7 @@ def test_lock_keys_lets_transactions_write_several_keys_in_opposite_orders():
                 if signal is not None:
                     signal.set()
                     # Hold A until the other transaction is waiting for a key lock.
-                    wait_until(lambda: _waiting_on_locks() >= 1, timeout=20, message="the other writer to wait")
+                    wait_until(lambda: backends_waiting_on_locks() >= 1, timeout=20, message="the other writer to wait")
                 publish("t", {"key": keys[1]}, key=keys[1])
         except BaseException as exc:  # reported below
             errors.append(exc)
