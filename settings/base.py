@@ -178,6 +178,11 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A task that fails is never acknowledged away (issue 15 §2). The failure policy (workers/task.py)
+# catches what a task raises and acks only after it wrote a retry or dead row, or requeues. What it
+# cannot catch: the hard time limit kills the process, and with False here Celery requeues that
+# message instead of acknowledging it (the soft limit, raised inside the task, is a normal failure).
+CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
@@ -200,6 +205,25 @@ OUTBOX_BACKOFF_BASE_SECONDS = float(env.integer("OUTBOX_BACKOFF_BASE_MS", 500, m
 OUTBOX_BACKOFF_MAX_SECONDS = float(env.integer("OUTBOX_BACKOFF_MAX_SECONDS", 300, minimum=1))
 OUTBOX_SUBSCRIBER_MAX_ATTEMPTS = env.integer("OUTBOX_SUBSCRIBER_MAX_ATTEMPTS", 8, minimum=1)
 OUTBOX_RETENTION_DAYS = env.integer("OUTBOX_RETENTION_DAYS", 7, minimum=0)
+# Task failure policy (workers/task.py): runs ending in an application error before a task is dead,
+# and the longest wait before a message that hit an infrastructure error goes back to the broker.
+TASK_MAX_ATTEMPTS = env.integer("TASK_MAX_ATTEMPTS", 8, minimum=1)
+TASK_REQUEUE_DELAY_MAX_SECONDS = env.integer("TASK_REQUEUE_DELAY_MAX_SECONDS", 10, minimum=1)
+# Inbox entries are what makes a redelivery a no-op, so they must outlive every way a handled
+# message can come again: a retained row, a retry row's whole backoff horizon, a broker redelivery.
+OUTBOX_INBOX_RETENTION_DAYS = env.integer("OUTBOX_INBOX_RETENTION_DAYS", 14, minimum=1)
+_REDELIVERY_HORIZON_SECONDS = (
+    OUTBOX_RETENTION_DAYS * 86400
+    + max(TASK_MAX_ATTEMPTS, OUTBOX_SUBSCRIBER_MAX_ATTEMPTS) * OUTBOX_BACKOFF_MAX_SECONDS
+    + CELERY_VISIBILITY_TIMEOUT
+)
+if OUTBOX_INBOX_RETENTION_DAYS * 86400 <= _REDELIVERY_HORIZON_SECONDS:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"OUTBOX_INBOX_RETENTION_DAYS ({OUTBOX_INBOX_RETENTION_DAYS}) must exceed OUTBOX_RETENTION_DAYS plus the "
+        f"longest retry horizon and the visibility timeout ({_REDELIVERY_HORIZON_SECONDS / 86400:.2f} days)."
+    )
 OUTBOX_RELAYS = env.integer("OUTBOX_RELAYS", 1, minimum=1)
 OUTBOX_RELAY_LEASE_SECONDS = env.integer("OUTBOX_RELAY_LEASE_SECONDS", 20, minimum=1)
 OUTBOX_RELAY_TICK_SECONDS = env.integer("OUTBOX_RELAY_TICK_SECONDS", 5, minimum=1)

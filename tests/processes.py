@@ -28,8 +28,8 @@ def process_env(*, broker_url: str | None = None, **extra: str) -> dict[str, str
         TEST_REDIS_URL=settings.REDIS_URL,
         LOG_FORMAT="json",
         PYTHONUNBUFFERED="1",
-        **extra,
     )
+    env.update(extra)  # may override the above, e.g. TEST_DATABASE_URL through a fault-injecting proxy
     return env
 
 

@@ -2,7 +2,14 @@
 
 from django.conf import settings
 
-from apps.core.task_contract import FLAGS_APPLY_SCHEDULED, HEARTBEAT, IDEMPOTENCY_PURGE, OUTBOX_PURGE, OUTBOX_RELAY
+from apps.core.task_contract import (
+    FLAGS_APPLY_SCHEDULED,
+    HEARTBEAT,
+    IDEMPOTENCY_PURGE,
+    INBOX_PURGE,
+    OUTBOX_PURGE,
+    OUTBOX_RELAY,
+)
 
 BEAT_SCHEDULE = {
     "core-heartbeat": {
@@ -25,6 +32,11 @@ BEAT_SCHEDULE = {
     },
     "outbox-purge": {
         "task": OUTBOX_PURGE,
+        "schedule": 3600.0,
+        "options": {"expires": 1800},
+    },
+    "outbox-inbox-purge": {
+        "task": INBOX_PURGE,
         "schedule": 3600.0,
         "options": {"expires": 1800},
     },

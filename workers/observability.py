@@ -9,12 +9,15 @@ import time
 from celery import Celery, signals
 from prometheus_client import Counter, Histogram
 
+from apps.core.context_carriers import carriers_restore
 from apps.core.request_context import set_request_id
-from apps.flags.context import set_context as set_flags_context
 
 logger = logging.getLogger(__name__)
 
-TASKS_TOTAL = Counter("taskplane_tasks_total", "Tasks finished, by name and outcome", ["task", "outcome"])
+TASKS_TOTAL = Counter(
+    "taskplane_tasks_total", "Task runs, by name and outcome (success, retry, dead, dropped, requeued, duplicate, ...)",
+    ["task", "outcome"],
+)
 TASK_SECONDS = Histogram("taskplane_task_duration_seconds", "Task run time", ["task"])
 _started: dict[str, float] = {}
 
@@ -27,13 +30,25 @@ def _keep_django_logging(**kwargs) -> None:
     logging.config.dictConfig(settings.LOGGING)
 
 
+def message_header(request, name: str) -> dict:
+    """A Taskplane header of the running message as a dict ({} when absent): ``taskplane`` (public) or
+    ``taskplane_internal`` (context, key, encrypted), both written by the relay (apps/outbox/messages.py)."""
+    value = getattr(request, name, None)
+    if value is None:  # task.apply(headers=...) keeps them apart from the request's own fields
+        value = (getattr(request, "headers", None) or {}).get(name)
+    return value if isinstance(value, dict) else {}
+
+
 def _on_prerun(task_id=None, task=None, **kwargs) -> None:
     _started[task_id] = time.perf_counter()
-    # Messages relayed from the outbox carry the request that caused them; log lines say so.
-    context = getattr(task.request, "taskplane", None) if task is not None else None
-    context = context if isinstance(context, dict) else {}
-    set_request_id(context.get("request_id"))
-    set_flags_context(context.get("flags_context"))
+    if task is None:
+        return
+    # Messages relayed from the outbox carry the request that caused them: log lines say so (public
+    # request_id), and every registered carrier (the flag context, ...) is bound again from the
+    # message's internal context, so the task evaluates flags for the same subject.
+    context = message_header(task.request, "taskplane_internal").get("context")
+    set_request_id(message_header(task.request, "taskplane").get("request_id"))
+    carriers_restore(context.get("carriers") if isinstance(context, dict) else None)
 
 
 def _on_postrun(task_id=None, task=None, state=None, **kwargs) -> None:
@@ -42,9 +57,11 @@ def _on_postrun(task_id=None, task=None, state=None, **kwargs) -> None:
         return
     if started is not None:
         TASK_SECONDS.labels(task.name).observe(time.perf_counter() - started)
-    TASKS_TOTAL.labels(task.name, (state or "unknown").lower()).inc()
+    # The failure policy (workers/task.py) names what became of a failed run: retry, dead, requeued...
+    outcome = getattr(task.request, "taskplane_outcome", None) or (state or "unknown").lower()
+    TASKS_TOTAL.labels(task.name, outcome).inc()
     set_request_id(None)
-    set_flags_context(None)
+    carriers_restore(None)
 
 
 def _start_metrics_server(sender=None, **kwargs) -> None:

@@ -10,6 +10,7 @@ HEARTBEAT = "core.heartbeat"
 OUTBOX_RELAY = "outbox.relay"
 OUTBOX_DELIVER_EVENT = "outbox.deliver_event"
 OUTBOX_PURGE = "outbox.purge"
+INBOX_PURGE = "outbox.purge_inbox"
 IDEMPOTENCY_PURGE = "idempotency.purge"
 FLAGS_APPLY_SCHEDULED = "flags.apply_scheduled"
 
@@ -19,6 +20,7 @@ TASK_QUEUES = {
     OUTBOX_RELAY: "outbox",
     OUTBOX_DELIVER_EVENT: "events",
     OUTBOX_PURGE: "default",
+    INBOX_PURGE: "default",
     IDEMPOTENCY_PURGE: "default",
     FLAGS_APPLY_SCHEDULED: "default",
 }

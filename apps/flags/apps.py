@@ -5,3 +5,11 @@ class FlagsConfig(AppConfig):
     name = "apps.flags"
     label = "flags"
     verbose_name = "Feature flags"
+
+    def ready(self) -> None:
+        from apps.core.context_carriers import carrier_register
+        from apps.flags.context import current_context, set_context
+
+        # Tasks evaluate flags for the subject of the request that caused them: the outbox carries
+        # this context inside Taskplane (never to outside consumers) and the worker binds it again.
+        carrier_register(name="flags", capture=current_context, restore=set_context)

@@ -1,21 +1,28 @@
-"""Running subscribers: effectively-once through the inbox, retried through the outbox (never broker ETAs)."""
+"""Running subscribers effectively once: the inbox claim and the handler commit in one transaction.
+
+A handler that fails raises out of ``event_deliver``; the platform's one task failure policy
+(workers/task.py, docs/outbox.md "Task failures") retries the delivery through the outbox and
+dead-letters it after OUTBOX_SUBSCRIBER_MAX_ATTEMPTS. Each subscriber retries on its own ordering
+key (``delivery_retry_key``), so one failing subscriber never holds back another.
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, transaction
 
 from apps.core.db import uuid_param
-from apps.core.task_contract import OUTBOX_DELIVER_EVENT
-from apps.outbox.models import InboxEntry, OutboxMessage
+from apps.outbox.models import InboxEntry
 from apps.outbox.registry import subscriber_named
-from apps.outbox.relay import backoff_seconds
 
 logger = logging.getLogger(__name__)
+
+
+class UnknownSubscriber(Exception):
+    """No subscriber of that name is registered in this process (a deploy in progress, or a rename)."""
 
 
 def inbox_claim(*, consumer: str, message_id: str) -> bool:
@@ -33,42 +40,26 @@ def inbox_claim(*, consumer: str, message_id: str) -> bool:
         return cursor.rowcount == 1
 
 
-def event_deliver(*, subscriber: str, event: dict[str, Any], attempt: int = 1) -> str:
-    """Run ``subscriber`` for ``event`` once. Returns "handled", "duplicate", "retry-scheduled" or "dead"."""
+def event_deliver(*, subscriber: str, event: dict[str, Any]) -> str:
+    """Run ``subscriber`` for ``event`` once: "handled" or "duplicate"; a handler's failure is raised."""
     registered = subscriber_named(subscriber)
     if registered is None:
-        return _dead_letter(subscriber, event, attempt, f"No subscriber named {subscriber!r} in this process.")
+        raise UnknownSubscriber(f"No subscriber named {subscriber!r} in this process.")
     try:
         with transaction.atomic():
             if not inbox_claim(consumer=subscriber, message_id=event["id"]):
                 return "duplicate"
             registered.handler(event)
-    except Exception as exc:  # the handler's failure is retried later; its writes were rolled back
-        logger.warning("Subscriber %s failed on event %s (attempt %s): %s", subscriber, event.get("id"), attempt, exc,
-                       exc_info=True)
-        if attempt >= settings.OUTBOX_SUBSCRIBER_MAX_ATTEMPTS:
-            return _dead_letter(subscriber, event, attempt, f"{type(exc).__name__}: {exc}")
-        from apps.outbox.writing import enqueue
-
-        with transaction.atomic():
-            enqueue(OUTBOX_DELIVER_EVENT, args=[subscriber, event], kwargs={"attempt": attempt + 1},
-                    key=f"{subscriber}:{event.get('key') or event['id']}",
-                    delay=timedelta(seconds=backoff_seconds(attempt)))
-        return "retry-scheduled"
+    except Exception as exc:  # its writes and the inbox row were rolled back; the failure policy retries
+        logger.warning("Subscriber %s failed on event %s: %s: %s", subscriber, event.get("id"), type(exc).__name__,
+                       exc)
+        raise
     return "handled"
 
 
-def _dead_letter(subscriber: str, event: dict[str, Any], attempt: int, error: str) -> str:
-    """Keep the failed delivery as a dead outbox task row: visible in admin, retryable like any other."""
-    import json
-
-    logger.error("Subscriber %s gave up on event %s after %s attempt(s): %s", subscriber, event.get("id"), attempt,
-                 error)
-    with transaction.atomic():
-        OutboxMessage.objects.create(
-            kind=OutboxMessage.Kind.TASK, name=OUTBOX_DELIVER_EVENT, key=None, queue="events",
-            payload=json.dumps({"args": [subscriber, event], "kwargs": {"attempt": 1}}),
-            status=OutboxMessage.Status.DEAD, attempts=attempt, last_error=error[:2000],
-            headers=event.get("headers") or {},
-        )
-    return "dead"
+def delivery_retry_key(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+    """The ordering key of a delivery's retries: per subscriber and event key, so subscribers stay independent."""
+    if len(args) < 2 or not isinstance(args[1], Mapping):  # the relay and the policy send (subscriber, event)
+        return None
+    subscriber, event = args[0], args[1]
+    return f"{subscriber}:{event.get('key') or event.get('id')}"[:200]

@@ -47,6 +47,7 @@ class ClaimedRow:
     encrypted: bool
     headers_json: str
     created_at: datetime
+    context_json: str = "{}"  # internal: only Taskplane's own task messages carry it
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -55,7 +56,10 @@ class ClaimedRow:
 
 
 def event_envelope(row: ClaimedRow) -> str:
-    """The JSON body consumers outside Taskplane receive: id, topic, key, payload, headers, occurred_at."""
+    """The JSON body consumers outside Taskplane receive: id, topic, key, payload, headers, occurred_at.
+
+    ``headers`` are the public ones only; the row's internal context never goes into an envelope.
+    """
     return (
         f'{{"id":"{row.message_id}","topic":{json.dumps(row.name)},"key":{json.dumps(row.key)},'
         f'"payload":{row.payload},"headers":{row.headers_json or "{}"},'
@@ -64,22 +68,25 @@ def event_envelope(row: ClaimedRow) -> str:
 
 
 def event_message(row: ClaimedRow, envelope: str) -> Outgoing:
-    """The event on the topic exchange, routing key = topic."""
+    """The event on the topic exchange, routing key = topic; its broker headers are the public headers."""
     return Outgoing(row_id=row.id, exchange=settings.OUTBOX_EVENTS_EXCHANGE, exchange_type="topic",
                     routing_key=row.name, body=envelope, headers_json=row.headers_json or "{}")
 
 
 def task_message(
     *, row_id: int, task_id: str, task_name: str, queue: str, args_json: str, kwargs_json: str, argsrepr: str,
-    headers_json: str,
+    source: ClaimedRow,
 ) -> Outgoing:
     """A Celery protocol-2 task message for ``task_name`` on ``queue`` (direct exchange named like the queue).
 
-    ``args_json``/``kwargs_json`` are JSON text; ``headers_json`` (the outbox headers) is carried as
-    the ``taskplane`` header, and its traceparent at the top level, where Celery's OpenTelemetry
-    instrumentation looks for it.
+    ``args_json``/``kwargs_json`` are JSON text. ``source`` is the outbox row the message comes from
+    (the task row, or the event row of a subscriber delivery): its public headers are carried as
+    the ``taskplane`` header, its traceparent also at the top level (where Celery's OpenTelemetry
+    instrumentation looks for it), and ``taskplane_internal`` holds what only Taskplane's workers
+    read: the row's context (carriers, retry attempt), its key and whether it was encrypted.
     """
-    headers = json.loads(headers_json) if headers_json else {}
+    headers_json = source.headers_json or "{}"
+    headers = json.loads(headers_json)
     trace = {name: headers[name] for name in ("traceparent", "tracestate") if name in headers}
     celery_headers = {
         "lang": "py", "task": task_name, "id": task_id, "shadow": None, "eta": None, "expires": None,
@@ -89,10 +96,12 @@ def task_message(
         **trace,
     }
     prefix = json.dumps(celery_headers, separators=(",", ":"))[:-1]
+    internal = (f'{{"context":{source.context_json or "{}"},"key":{json.dumps(source.key)},'
+                f'"encrypted":{"true" if source.encrypted else "false"}}}')
     return Outgoing(
         row_id=row_id, exchange=queue, exchange_type="direct", routing_key=queue,
         body=f"[{args_json},{kwargs_json},{_EMBED}]",
-        headers_json=f'{prefix},"taskplane":{headers_json or "{}"}}}',
+        headers_json=f'{prefix},"taskplane":{headers_json},"taskplane_internal":{internal}}}',
         correlation_id=task_id,
     )
 

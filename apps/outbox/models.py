@@ -6,7 +6,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
+from django.db.models.functions import Now
 
 
 class OutboxMessage(models.Model):
@@ -34,16 +34,19 @@ class OutboxMessage(models.Model):
     encrypted = models.BooleanField(default=False)
     # Public headers: they travel with the event to every consumer (docs/outbox.md lists them).
     headers = models.JSONField(default=dict, blank=True)
-    # Internal ambient context (apps.core.context_carriers, e.g. the flag evaluation context): restored in
-    # Taskplane's own tasks, never sent to consumers outside it.
+    # Internal: {"carriers": {name: value}} captured by apps.core.context_carriers (e.g. the flag
+    # evaluation context), plus the task failure policy's "attempt" and "origin" on retry rows. It
+    # rides Taskplane's own task messages only, never an event envelope or an event's headers.
     context = models.JSONField(default=dict, blank=True)
     # enqueue(dedup_key=...): at most one row per key while rows are retained (OUTBOX_RETENTION_DAYS).
     dedup_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
-    available_at = models.DateTimeField(default=timezone.now, help_text="Not relayed before this time.")
+    # Both times come from the database clock (issue 15 §6): a skewed app server can neither delay
+    # nor advance a message. A delayed write stores now() + delay (apps/outbox/writing.py).
+    available_at = models.DateTimeField(db_default=Now(), help_text="Not relayed before this time.")
     last_error = models.TextField(blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(db_default=Now())
     published_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -69,7 +72,7 @@ class InboxEntry(models.Model):
 
     consumer = models.CharField(max_length=200)
     message_id = models.UUIDField()
-    processed_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(db_default=Now())
 
     class Meta:
         verbose_name_plural = "inbox entries"

@@ -43,8 +43,8 @@ TABLE = OutboxMessage._meta.db_table
 # Columns as text where that is cheaper to load and what the relay needs anyway.
 _COLUMNS = {
     "postgresql": "id, message_id::text, kind, name, key, queue, payload, encrypted, headers::text, "
-                  "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')",
-    "sqlite": "id, message_id, kind, name, key, queue, payload, encrypted, headers, created_at",
+                  "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'), context::text",
+    "sqlite": "id, message_id, kind, name, key, queue, payload, encrypted, headers, created_at, context",
 }
 _CLAIM_SQL = """
 WITH claimed AS (
@@ -117,8 +117,8 @@ def _claim(limit: int) -> tuple[list[ClaimedRow], int]:
     rows = [
         ClaimedRow(id=row_id, message_id=uuid_text(message_id), kind=kind, name=name, key=key, queue=queue,
                    payload=payload, encrypted=bool(encrypted), headers_json=headers or "{}",
-                   created_at=_parse_time(created_at))
-        for row_id, message_id, kind, name, key, queue, payload, encrypted, headers, created_at, held_back
+                   created_at=_parse_time(created_at), context_json=context or "{}")
+        for row_id, message_id, kind, name, key, queue, payload, encrypted, headers, created_at, context, held_back
         in fetched if not held_back
     ]
     return rows, len(fetched)
@@ -160,7 +160,7 @@ def _event_messages(row: ClaimedRow, subscribers: list) -> list[Outgoing]:
             row_id=row.id, task_id=str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{row.message_id}:{sub.name}")),
             task_name=OUTBOX_DELIVER_EVENT, queue=TASK_QUEUES[OUTBOX_DELIVER_EVENT],
             args_json=f"[{json.dumps(sub.name)},{envelope}]", kwargs_json="{}",
-            argsrepr=f"({sub.name!r}, <{row.name} event {row.message_id}>)", headers_json=row.headers_json,
+            argsrepr=f"({sub.name!r}, <{row.name} event {row.message_id}>)", source=row,
         ))
     return messages
 
@@ -176,7 +176,7 @@ def _task(row: ClaimedRow) -> Outgoing:
         raise Undeliverable(f"Malformed task payload: {exc}") from exc
     return task_message(row_id=row.id, task_id=row.message_id, task_name=row.name,
                         queue=row.queue or TASK_QUEUES[row.name], args_json=args_json, kwargs_json=kwargs_json,
-                        argsrepr=short_repr(tuple(args)), headers_json=row.headers_json)
+                        argsrepr=short_repr(tuple(args)), source=row)
 
 
 def _mark_published(ids: list[int], now) -> None:

@@ -6,12 +6,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from apps.core.crypto import rotate_token
 from apps.core.errors import Conflict, NotFound
 from apps.core.purging import delete_in_batches
-from apps.outbox.models import OutboxMessage
+from apps.outbox.models import InboxEntry, OutboxMessage
 
 RETRYABLE = (OutboxMessage.Status.DEAD, OutboxMessage.Status.DISCARDED)
 
@@ -58,6 +59,17 @@ def outbox_purge(*, batch_size: int = 5000, max_batches: int = 100) -> int:
     cutoff = timezone.now() - timedelta(days=settings.OUTBOX_RETENTION_DAYS)
     expired = OutboxMessage.objects.filter(status=OutboxMessage.Status.PUBLISHED, published_at__lt=cutoff)
     return delete_in_batches(expired, batch_size=batch_size, max_batches=max_batches)
+
+
+def inbox_purge(*, batch_size: int = 5000, max_batches: int = 100) -> int:
+    """Delete inbox entries older than OUTBOX_INBOX_RETENTION_DAYS (database clock), in batches; returns how many.
+
+    The retention outlasts every way a handled message can arrive again (settings/base.py checks it),
+    so a purged entry can no longer let a duplicate through.
+    """
+    cutoff = Now() - timedelta(days=settings.OUTBOX_INBOX_RETENTION_DAYS)
+    return delete_in_batches(InboxEntry.objects.filter(processed_at__lt=cutoff), batch_size=batch_size,
+                             max_batches=max_batches)
 
 
 def outbox_rotate_keys(*, batch_size: int = 500) -> int:

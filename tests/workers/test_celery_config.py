@@ -36,3 +36,16 @@ def test_every_beat_entry_expires():
 def test_decorator_refuses_a_task_missing_from_the_contract():
     with pytest.raises(ValueError, match="not listed"):
         taskplane_task("nobody.knows.me")(lambda: None)
+
+
+def test_failed_tasks_are_never_acknowledged_away():
+    """Issue 15 §2: acks_late alone acknowledged a task that raised; every task now runs under the
+    failure policy, and one killed by its hard time limit is requeued, not acknowledged."""
+    from workers.task import TaskplaneTask
+
+    app.loader.import_default_modules()
+    assert app.conf.task_acks_on_failure_or_timeout is False
+    for name in TASK_QUEUES:
+        task = app.tasks[name]
+        assert isinstance(task, TaskplaneTask) and task.acks_on_failure_or_timeout is False, name
+        assert task.max_attempts >= 1

@@ -9,7 +9,7 @@ from workers.task import taskplane_task
 SCHEDULED_CHANGES_SWITCH = "flags.scheduled-changes"
 
 
-@taskplane_task(FLAGS_APPLY_SCHEDULED)
+@taskplane_task(FLAGS_APPLY_SCHEDULED, periodic=True)
 @flag_gated(SCHEDULED_CHANGES_SWITCH, when_off="skip", default=True)
 def apply_scheduled() -> int:
     """Apply the scheduled flag changes that are due (beat runs this); each is audited as "scheduler"."""

@@ -3,7 +3,7 @@ from apps.idempotency.records import records_purge
 from workers.task import taskplane_task
 
 
-@taskplane_task(IDEMPOTENCY_PURGE)
+@taskplane_task(IDEMPOTENCY_PURGE, periodic=True)
 def purge() -> int:
     """Delete idempotency records past their retention, in batches."""
     return records_purge()

@@ -18,7 +18,7 @@ from apps.core.resilience.errors import (
 from apps.core.resilience.lock import DistributedLock
 from apps.core.resilience.rate_limit import RateDecision, RateLimit, RateLimiter
 from apps.core.resilience.redis_state import SharedRedis, shared_redis
-from apps.core.resilience.retry import RetryPolicy, RetrySchedule, celery_retry_options
+from apps.core.resilience.retry import RetryPolicy, RetrySchedule
 from apps.core.resilience.timeouts import Deadline, HttpTimeout
 
 __all__ = [
@@ -43,6 +43,5 @@ __all__ = [
     "RetrySchedule",
     "RetryableStatus",
     "SharedRedis",
-    "celery_retry_options",
     "shared_redis",
 ]

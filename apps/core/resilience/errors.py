@@ -65,7 +65,7 @@ class LockLost(ResilienceError):
 
 
 class RetryableStatus(ResilienceError):
-    """An HTTP status the retry policy treats as transient, raised so Celery's autoretry can see it."""
+    """An HTTP status the retry policy treats as transient, raised so a retry (in-process or a task's) sees it."""
 
     slug = "retryable-status"
 

@@ -1,16 +1,16 @@
 """Retry policy: exponential backoff with full jitter, bounded by attempts and by total time.
 
-One policy object serves three uses: a decorator (``@policy``), an explicit ``policy.call(fn)``,
-and ``policy.celery_options()`` for a Celery task's autoretry settings.
+One policy object serves two uses: a decorator (``@policy``) and an explicit ``policy.call(fn)``.
+It retries inside one process. A Celery task that fails is retried by the platform's task failure
+policy instead, through the outbox (workers/task.py; never Celery autoretry or broker countdowns).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -69,7 +69,7 @@ class RetryPolicy:
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
-                delay = schedule.next_delay(at_least=_retry_after_of(exc)) if self.should_retry(exc) else None
+                delay = schedule.next_delay(at_least=retry_after_of(exc)) if self.should_retry(exc) else None
                 if delay is None:
                     raise
                 _log_retry(fn, schedule.attempt, delay, repr(exc))
@@ -93,13 +93,9 @@ class RetryPolicy:
         return retrying
 
     def raise_for_status(self, status: int, *, retry_after: float | None = None) -> None:
-        """Raise RetryableStatus for a retryable HTTP status, so a Celery task's autoretry sees it."""
+        """Raise RetryableStatus for a retryable HTTP status (a task's failure policy then retries it)."""
         if self.should_retry_status(status):
             raise RetryableStatus(status, retry_after=retry_after)
-
-    def celery_options(self) -> dict[str, Any]:
-        """Celery task options that retry the way this policy does (``@taskplane_task(name, **opts)``)."""
-        return celery_retry_options(self)
 
 
 class RetrySchedule:
@@ -129,44 +125,8 @@ class RetrySchedule:
         return delay
 
 
-def celery_retry_options(policy: RetryPolicy) -> dict[str, Any]:
-    """Translate ``policy`` into autoretry_for, retry_backoff, retry_backoff_max, retry_jitter, max_retries.
-
-    Celery counts backoff in whole seconds (factor >= 1) and knows no total budget, so
-    ``max_retries`` is cut to the number of retries whose worst-case waits fit ``max_total_delay``.
-    Statuses become RetryableStatus, which the task raises with ``policy.raise_for_status``.
-    """
-    from django.conf import settings
-
-    if policy.retry_if is not None:
-        raise ValueError("retry_if cannot be expressed as Celery options; raise a retry_on exception instead")
-    factor = max(1, round(policy.base_delay))
-    cap = max(factor, math.ceil(policy.max_delay))
-    visibility = getattr(settings, "CELERY_VISIBILITY_TIMEOUT", None)
-    if visibility is not None and cap >= visibility:
-        # Celery retries are broker ETAs; past the visibility timeout a Redis broker runs them twice.
-        raise ValueError(f"max_delay {policy.max_delay}s must stay below CELERY_VISIBILITY_TIMEOUT ({visibility}s)")
-    retries, worst_case = 0, 0.0
-    while retries < policy.max_attempts - 1:
-        wait = min(cap, factor * 2**retries)
-        if worst_case + wait > policy.max_total_delay:
-            break
-        worst_case += wait
-        retries += 1
-    autoretry_for: Iterable[type[BaseException]] = policy.retry_on
-    if policy.retry_on_statuses:
-        autoretry_for = (*policy.retry_on, RetryableStatus)
-    return {
-        "autoretry_for": tuple(autoretry_for),
-        "retry_backoff": factor,
-        "retry_backoff_max": cap,
-        "retry_jitter": True,
-        "max_retries": retries,
-    }
-
-
-def _retry_after_of(exc: BaseException) -> float:
-    # RateLimited, CircuitOpen and RetryableStatus say when trying again makes sense.
+def retry_after_of(exc: BaseException) -> float:
+    """Seconds the error asks to wait before a retry (RateLimited, CircuitOpen, RetryableStatus), else 0."""
     value = getattr(exc, "retry_after", None)
     return float(value) if isinstance(value, int | float) else 0.0
 

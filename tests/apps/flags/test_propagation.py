@@ -138,7 +138,8 @@ def test_the_worker_evaluates_with_the_context_of_the_request_that_caused_the_ta
     assert Order.objects.get(pk=orders[bob.pk]).status == Order.Status.PENDING
     assert not Reservation.objects.filter(order_id=orders[bob.pk]).exists()
     for owner, event in events.items():
-        assert event.headers["flags_context"]["user_id"] == str(owner)
+        assert event.context["carriers"]["flags"]["user_id"] == str(owner)
+        assert "flags_context" not in event.headers  # internal: never in what outside consumers receive
 
 
 # --- a change reaches running worker processes ----------------------------------------------------------------

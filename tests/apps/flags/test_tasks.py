@@ -90,7 +90,10 @@ def test_defer_writes_the_same_task_back_to_the_outbox_with_its_delay_and_contex
     assert json.loads(row.payload) == {"args": [7], "kwargs": {"force": True}}
     # The delay lives in the database (the relay holds the row back), never as a broker ETA.
     assert before + timedelta(seconds=120) <= row.available_at <= timezone.now() + timedelta(seconds=120)
-    assert row.headers["flags_context"] == context, "the deferred run must evaluate for the same subject"
+    # Internal context (issue 15 §10): the deferred run evaluates for the same subject, and the
+    # subject stays out of the public headers.
+    assert row.context["carriers"]["flags"] == context, "the deferred run must evaluate for the same subject"
+    assert "flags_context" not in row.headers
 
 
 @pytest.mark.django_db

@@ -12,6 +12,7 @@ from apps.core.request_context import set_request_id
 from apps.outbox import enqueue, publish
 from apps.outbox.errors import OutboxError
 from apps.outbox.models import OutboxMessage
+from tests.database import backends_waiting_on_locks, other_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -122,3 +123,186 @@ def _params(connection):
     params.pop("cursor_factory", None)
     params.pop("context", None)
     return params
+
+
+# --- issue 15: database clock, internal context, dedup, several keys in one transaction ------------------------
+
+def _database_now():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        return cursor.fetchone()[0]
+
+
+def test_row_times_come_from_the_database_clock_not_a_skewed_app_server(monkeypatch):
+    """Issue 15 §6: created_at/available_at are the database's now() (+ delay), whatever the app clock says."""
+    skewed = timezone.now() + timedelta(hours=3)
+    monkeypatch.setattr(timezone, "now", lambda: skewed)
+
+    before = _database_now()
+    with transaction.atomic():
+        event = publish("t", {})
+        task = enqueue("core.heartbeat", delay=timedelta(seconds=30))
+    after = _database_now()
+
+    for message in (event, task):
+        stored = OutboxMessage.objects.get(pk=message.pk)
+        assert before <= stored.created_at <= after
+        assert message.created_at == stored.created_at and message.available_at == stored.available_at
+    assert OutboxMessage.objects.get(pk=event.pk).available_at == event.created_at
+    assert OutboxMessage.objects.get(pk=task.pk).available_at == task.created_at + timedelta(seconds=30)
+
+
+def test_the_ambient_context_goes_to_the_internal_column_never_the_public_headers():
+    """Issue 15 §10: carriers (here the flags app's) are captured into ``context``; headers stay public."""
+    from apps.flags.context import set_context
+
+    set_context({"user_id": "42", "groups": ["ops"], "staff": True})
+    try:
+        with transaction.atomic():
+            message = publish("t", {}, headers={"tenant": "acme"})
+            task = enqueue("core.heartbeat")
+    finally:
+        set_context(None)
+
+    for row in OutboxMessage.objects.filter(pk__in=[message.pk, task.pk]):
+        assert row.context == {"carriers": {"flags": {"user_id": "42", "groups": ["ops"], "staff": True}}}
+        assert set(row.headers) <= {"message_id", "request_id", "traceparent", "tracestate", "tenant"}
+    with transaction.atomic():
+        bare = publish("t", {})
+    assert OutboxMessage.objects.get(pk=bare.pk).context == {}
+
+
+def test_enqueue_with_a_dedup_key_writes_one_row_and_returns_it_again():
+    """Issue 15 §2: a second enqueue with the same dedup_key writes nothing and does not break the transaction."""
+    with transaction.atomic():
+        first = enqueue("core.heartbeat", args=["a"], dedup_key="report:2026-12-01")
+        again = enqueue("core.heartbeat", args=["b"], dedup_key="report:2026-12-01")
+        other = enqueue("core.heartbeat", args=["c"], dedup_key="report:2026-12-02")
+        publish("t", {})  # the transaction is still usable
+
+    assert again.pk == first.pk and again.message_id == first.message_id
+    assert OutboxMessage.objects.filter(dedup_key="report:2026-12-01").get().payload == '{"args":["a"],"kwargs":{}}'
+    assert OutboxMessage.objects.count() == 3 and other.pk != first.pk
+    with pytest.raises(OutboxError, match="dedup_key"), transaction.atomic():
+        enqueue("core.heartbeat", dedup_key="")
+
+
+@pytest.mark.parametrize("holder_outcome", ["commit", "rollback"])
+def test_two_transactions_racing_for_one_dedup_key_leave_one_row(holder_outcome):
+    """Issue 15 §2, raced: a second transaction enqueueing the same dedup_key while the first is open waits
+    for it; if the first commits it gets the first's row back (no IntegrityError, its transaction goes
+    on), if the first rolls back its own row is written."""
+    import threading
+
+    from django.db import connection
+
+    from tests.helpers import wait_until
+
+    holder = other_connection()  # the first transaction, holding the key uncommitted
+    holder.execute(
+        "INSERT INTO outbox_outboxmessage (message_id, kind, name, queue, payload, encrypted, headers, context, "
+        "dedup_key, status, attempts, last_error) VALUES (gen_random_uuid(), 'task', 'core.heartbeat', 'default', "
+        "'{\"args\":[\"first\"],\"kwargs\":{}}', false, '{}', '{}', 'race-key', 'pending', 0, '')"
+    )
+    outcome: dict = {}
+
+    def second() -> None:
+        try:
+            with transaction.atomic():
+                outcome["row"] = enqueue("core.heartbeat", args=["second"], dedup_key="race-key")
+                outcome["after"] = publish("t", {"still": "usable"})
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    try:
+        wait_until(lambda: backends_waiting_on_locks() >= 1, timeout=20,
+                   message="the second writer to wait for the first")
+    finally:
+        holder.commit() if holder_outcome == "commit" else holder.rollback()
+        holder.close()
+        thread.join(timeout=30)
+
+    assert "error" not in outcome, outcome.get("error")
+    [stored] = OutboxMessage.objects.filter(dedup_key="race-key")
+    winner = "first" if holder_outcome == "commit" else "second"
+    assert stored.payload == f'{{"args":["{winner}"],"kwargs":{{}}}}'
+    assert outcome["row"].pk == stored.pk
+    assert OutboxMessage.objects.filter(pk=outcome["after"].pk).exists()
+
+
+def test_lock_keys_lets_transactions_write_several_keys_in_opposite_orders():
+    """Issue 15 §7: with lock_keys() first, [A, B] and [B, A] both commit; the interleaving is the one
+    that deadlocks without it (A taken by one, B by the other; see the next test)."""
+    import threading
+
+    from django.db import connection
+
+    from apps.outbox.writing import lock_keys
+    from tests.helpers import wait_until
+
+    first_holds_a = threading.Event()
+    errors: list[BaseException] = []
+
+    def write(keys: list[str], *, signal: threading.Event | None = None, wait: threading.Event | None = None):
+        try:
+            if wait is not None:
+                wait.wait(timeout=20)
+            with transaction.atomic():
+                lock_keys(keys)
+                publish("t", {"key": keys[0]}, key=keys[0])
+                if signal is not None:
+                    signal.set()
+                    # Hold A until the other transaction is waiting for a key lock.
+                    wait_until(lambda: backends_waiting_on_locks() >= 1, timeout=20, message="the other writer to wait")
+                publish("t", {"key": keys[1]}, key=keys[1])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=write, args=(["A", "B"],), kwargs={"signal": first_holds_a}),
+               threading.Thread(target=write, args=(["B", "A"],), kwargs={"wait": first_holds_a})]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert sorted(OutboxMessage.objects.values_list("key", flat=True)) == ["A", "A", "B", "B"]
+
+
+def test_writing_keys_in_opposite_orders_without_lock_keys_can_deadlock():
+    """Issue 15 §7: the hazard docs/outbox.md documents, shown: PostgreSQL aborts one of the two."""
+    import threading
+
+    from django.db import connection
+
+    a_taken, b_taken = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def write(first: str, second: str, mine: threading.Event, theirs: threading.Event) -> None:
+        try:
+            with transaction.atomic():
+                publish("t", {}, key=first)
+                mine.set()
+                theirs.wait(timeout=20)
+                publish("t", {}, key=second)
+        except BaseException as exc:  # the deadlock victim
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=write, args=("A", "B", a_taken, b_taken)),
+               threading.Thread(target=write, args=("B", "A", b_taken, a_taken))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert len(errors) == 1 and "deadlock" in str(errors[0])

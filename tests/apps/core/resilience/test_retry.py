@@ -1,4 +1,7 @@
-"""Retry policy: full-jitter backoff, attempt and time budgets, retry predicates, Celery translation."""
+"""Retry policy: full-jitter backoff, attempt and time budgets, retry predicates.
+
+Timing bounds here only catch hangs (issue 15, smaller debts): a busy shared machine may oversleep.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,12 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from celery import Celery
-from celery.utils.time import get_exponential_backoff_interval
 
-from apps.core.resilience import RateLimited, RetryableStatus, RetryPolicy, celery_retry_options
+import apps.core.resilience as resilience
+from apps.core.resilience import RateLimited, RetryableStatus, RetryPolicy
+
+# Far above any wait these tests configure: exceeding it means a hang, not a slow machine.
+HANG = 10.0
 
 
 class Flaky:
@@ -74,8 +79,8 @@ def test_no_retry_starts_after_max_total_delay():
     with pytest.raises(TimeoutError):
         policy.call(flaky)
 
-    assert 2 < len(flaky.calls) < 100
-    assert flaky.calls[-1] - flaky.calls[0] <= 0.4 + 0.1  # the budget, plus sleep() overshoot on a busy machine
+    assert 2 < len(flaky.calls) < 100  # the budget, not max_attempts, ended the retries
+    assert flaky.calls[-1] - flaky.calls[0] < 0.4 + HANG
 
 
 def test_a_retry_after_on_the_error_is_honoured():
@@ -83,7 +88,7 @@ def test_a_retry_after_on_the_error_is_honoured():
     policy = RetryPolicy(max_attempts=2, base_delay=0.001, retry_on=(RateLimited,))
 
     assert policy.call(flaky) == "ok"
-    assert flaky.calls[1] - flaky.calls[0] >= 0.3
+    assert 0.3 <= flaky.calls[1] - flaky.calls[0] < 0.3 + HANG  # sleep() never returns early
 
 
 def test_a_retry_after_beyond_the_budget_means_no_retry():
@@ -105,43 +110,10 @@ def test_results_with_a_retryable_status_are_retried_and_the_last_returned():
     assert next(always) == 503 and next(always) == 503  # three of five used: attempts are bounded
 
 
-def test_celery_options_match_the_policy_within_its_worst_case_budget():
-    policy = RetryPolicy(max_attempts=10, base_delay=2, max_delay=30, max_total_delay=60,
-                         retry_on=(ConnectionError,), retry_on_statuses={503})
-
-    options = policy.celery_options()
-
-    assert options == {
-        "autoretry_for": (ConnectionError, RetryableStatus),
-        "retry_backoff": 2,
-        "retry_backoff_max": 30,
-        "retry_jitter": True,
-        "max_retries": 5,  # 2 + 4 + 8 + 16 + 30 (capped) = 60 fits the 60 s budget; a sixth would not
-    }
-    worst = sum(get_exponential_backoff_interval(2, n, 30, full_jitter=False) for n in range(options["max_retries"]))
-    assert worst <= policy.max_total_delay
-
-
-def test_celery_accepts_the_options():
-    app = Celery("options-check", set_as_current=False)
-    policy = RetryPolicy(max_attempts=3, base_delay=1, max_delay=10, retry_on=(ConnectionError,))
-
-    def options_check() -> None:
-        """A task body; Celery reads its signature."""
-
-    task = app.task(name="resilience.options_check", **celery_retry_options(policy))(options_check)
-
-    assert (task.autoretry_for, task.retry_backoff, task.retry_backoff_max, task.max_retries) == (
-        (ConnectionError,), 1, 10, 2,
-    )
-
-
-def test_celery_options_refuse_what_celery_cannot_do_safely(settings):
-    with pytest.raises(ValueError, match="retry_if"):
-        RetryPolicy(retry_on=(OSError,), retry_if=bool).celery_options()
-    settings.CELERY_VISIBILITY_TIMEOUT = 100
-    with pytest.raises(ValueError, match="VISIBILITY"):
-        RetryPolicy(max_delay=300).celery_options()
+def test_tasks_get_no_celery_autoretry_options_from_a_policy():
+    """Issue 15 §2: task retries go through the outbox (workers/task.py), never Celery countdowns."""
+    assert not hasattr(RetryPolicy(), "celery_options")
+    assert not hasattr(resilience, "celery_retry_options")
 
 
 def test_raise_for_status_raises_only_for_retryable_statuses():
