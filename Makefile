@@ -30,8 +30,8 @@ run: venv
 lint: venv
 	$(BIN)/ruff check .
 
-# The suite and its checks never read a developer's .env (settings/env.py).
-test check-migrations check-deploy: export TASKPLANE_ENV_FILE = off
+# The suite, its checks and the benchmarks never read a developer's .env (settings/env.py).
+test check-migrations check-deploy bench-outbox bench-idempotency bench-flags bench-resilience: export TASKPLANE_ENV_FILE = off
 
 test: lint check-migrations check-deploy
 	$(BIN)/pytest

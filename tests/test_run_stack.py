@@ -13,7 +13,6 @@ import signal
 import subprocess
 from urllib.parse import urlsplit
 
-import psycopg
 import pytest
 import redis
 import requests
@@ -21,9 +20,8 @@ from django.conf import settings
 
 from tests.helpers import free_port, group_alive, stop_process_group, wait_until
 from tests.processes import ROOT
-from tests.settings.support import user_environment, write_env_file
+from tests.settings.support import empty_postgres_database, user_environment, write_env_file
 
-# Trust authentication ignores it, so it can stand in a URL to prove no process prints it.
 _DATABASE_PASSWORD = "stack-test-password-never-printed"
 # Dedicated database numbers on the suite's own Redis server (README: the suite empties 11 and 12).
 _BROKER_DB, _CACHE_DB = 12, 11
@@ -37,16 +35,8 @@ def _redis_url(database: int) -> str:
 
 @pytest.fixture
 def stack_database():
-    """A throwaway PostgreSQL database, named after this run's test database so parallel runs do not collide."""
-    db = settings.DATABASES["default"]
-    name = f"{db['TEST']['NAME']}_stack"
-    admin = dict(host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname="postgres", autocommit=True)
-    with psycopg.connect(**admin) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgres://{db['USER']}:{_DATABASE_PASSWORD}@{db['HOST']}:{db['PORT'] or 5432}/{name}"
-    with psycopg.connect(**admin) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with empty_postgres_database("stack", password=_DATABASE_PASSWORD) as url:
+        yield url
 
 
 @pytest.fixture

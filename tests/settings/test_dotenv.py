@@ -15,12 +15,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from django.conf import settings
 
 from settings import env as settings_env
 from tests.helpers import stop_process_group, wait_until
 from tests.processes import ROOT
-from tests.settings.support import user_environment, write_env_file
+from tests.settings.support import empty_postgres_database, user_environment, write_env_file
 
 SECRET = "dotenv-s3cret"
 
@@ -43,16 +42,8 @@ def sqlite_env_file(tmp_path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def fresh_postgres():
-    """An empty PostgreSQL database named after this run's test database; yields its URL."""
-    db = settings.DATABASES["default"]
-    name = f"{db['TEST']['NAME']}_dotenv"
-    admin = dict(host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname="postgres", autocommit=True)
-    with psycopg.connect(**admin) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgres://{db['USER']}:{SECRET}@{db['HOST']}:{db['PORT'] or 5432}/{name}"
-    with psycopg.connect(**admin) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with empty_postgres_database("dotenv", password=SECRET) as url:
+        yield url
 
 
 def test_manage_py_reads_the_env_file(sqlite_env_file):
