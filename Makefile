@@ -14,7 +14,7 @@ DEPLOY_CHECK_ENV := \
 	FERNET_KEYS=ZGVwbG95LWNoZWNrLW9ubHktbm90LWEtc2VjcmV0ISE= \
 	METRICS_TOKEN=deploy-check-only
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint check-migrations check-deploy venv clean
 
 $(STAMP): requirements/base.txt requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,18 @@ run: venv
 lint: venv
 	$(BIN)/ruff check .
 
-test: lint
-	DJANGO_SETTINGS_MODULE=settings.test $(BIN)/python manage.py makemigrations --check --dry-run
-	$(DEPLOY_CHECK_ENV) $(BIN)/python manage.py check --deploy --fail-level WARNING --settings settings.production
+# The suite, its checks and the benchmarks never read a developer's .env (settings/env.py).
+test check-migrations check-deploy bench-outbox bench-idempotency bench-flags bench-resilience: export TASKPLANE_ENV_FILE = off
+
+test: lint check-migrations check-deploy
 	$(BIN)/pytest
+
+# Model changes without a migration; needs no database (settings/migration_check.py).
+check-migrations:
+	$(BIN)/python manage.py makemigrations --check --dry-run --settings settings.migration_check
+
+check-deploy:
+	$(DEPLOY_CHECK_ENV) $(BIN)/python manage.py check --deploy --fail-level WARNING --settings settings.production
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,8 +1,10 @@
-"""ASGI entry point. Defaults to production settings."""
-
-import os
+"""ASGI entry point. Reads .env, then defaults to production settings."""
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.production")
+from apps.core.startup import log_configuration
+from settings import env
+
+env.load(default_settings="settings.production")
 application = get_asgi_application()
+log_configuration(process="web")

@@ -53,6 +53,8 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "settings.urls"
 WSGI_APPLICATION = "settings.wsgi.application"
+# `manage.py test` runs the pytest suite (Django's own discovery finds none of it and would report "OK").
+TEST_RUNNER = "settings.pytest_runner.PytestRunner"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 TEMPLATES = [

@@ -1,14 +1,20 @@
-"""Strict readers for environment variables: the only place Taskplane touches os.environ.
+"""Strict readers for environment variables, and the `.env` file every entry point loads first.
 
 Every helper fails with ImproperlyConfigured naming the variable, so a bad deployment stops at
-start-up with a message an operator can act on instead of failing later in a request.
+start-up with a message an operator can act on instead of failing later in a request. Errors never
+repeat a secret: values of secret-like variables are not shown at all, and URLs lose their userinfo.
 """
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
+import re
+import shlex
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import environ
@@ -19,6 +25,79 @@ T = TypeVar("T")
 _MISSING: Any = object()
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+# --- The .env file ----------------------------------------------------------------------------
+ENV_FILE_VARIABLE = "TASKPLANE_ENV_FILE"
+DEFAULT_ENV_FILE = Path(__file__).resolve().parent.parent / ".env"
+_ASSIGNMENT = re.compile(r"\A(?:export )?[A-Za-z_][A-Za-z_0-9]*=")  # the lines django-environ's reader takes
+
+
+def env_file() -> Path | None:
+    """Return the .env file to load: TASKPLANE_ENV_FILE, else the repository's .env; None when off or absent."""
+    configured = os.environ.get(ENV_FILE_VARIABLE, "")
+    if configured.lower() == "off":
+        return None
+    if not configured:
+        return DEFAULT_ENV_FILE if DEFAULT_ENV_FILE.is_file() else None
+    path = Path(configured)
+    if not path.is_file():
+        raise ImproperlyConfigured(f"{ENV_FILE_VARIABLE} names {configured}, which is not a file (use off for none).")
+    return path
+
+
+def read_env_file() -> dict[str, str]:
+    """Load the .env file into os.environ, never overriding a variable already set; return what it added."""
+    path = env_file()
+    if path is None:
+        return {}
+    assignments = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if _ASSIGNMENT.match(line):
+            assignments.append(line)
+        elif line.strip() and not line.lstrip().startswith("#"):
+            # django-environ would skip the line with a warning quoting it (a secret, perhaps): stop instead.
+            raise ImproperlyConfigured(f"{path}, line {number}: expected NAME=value (the line is not shown).")
+    before = set(os.environ)
+    environ.Env.read_env(io.StringIO("\n".join(assignments)))
+    return {name: os.environ[name] for name in os.environ.keys() - before}
+
+
+def load(*, default_settings: str, read_file: bool = True) -> None:
+    """Entry points call this first: load .env (unless told not to), then default DJANGO_SETTINGS_MODULE."""
+    if read_file:
+        read_env_file()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", default_settings)
+
+
+# --- Errors that never repeat a secret --------------------------------------------------------
+_SECRET_WORDS = {"SECRET", "PASSWORD", "PASSWD", "TOKEN", "KEY", "KEYS", "CREDENTIALS", "PASSPHRASE"}
+# Everything between a scheme's // (if any) and the last @ is userinfo, however malformed the rest is.
+_USERINFO = re.compile(r"\A(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:?//)?.*@", re.DOTALL)
+# Without an @, "user:password" parses as host:port: a port that is not a number may be a password.
+_PORT = re.compile(r"\A(?P<host>[A-Za-z][A-Za-z0-9+.-]*:?//(?:\*\*\*@)?[^/:?#]*:)(?P<port>[^/?#]*)")
+_QUERY_VALUE = re.compile(r"(?P<name>[?&;][^=&;#]*=)[^&;#]*")
+
+
+def is_secret(name: str) -> bool:
+    """True for variables whose values must never appear in a message (SECRET_KEY, FERNET_KEYS, *_TOKEN…)."""
+    return bool(_SECRET_WORDS & set(name.upper().split("_")))
+
+
+def redact(value: str) -> str:
+    """Return ``value`` with URL userinfo and query values replaced by ***, for error messages."""
+    value = _USERINFO.sub(lambda match: f"{match.group('scheme') or ''}***@", value, count=1)
+    value = _PORT.sub(_mask_port, value, count=1)
+    return _QUERY_VALUE.sub(lambda match: f"{match.group('name')}***", value)
+
+
+def _mask_port(match: re.Match[str]) -> str:
+    port = match.group("port")
+    return match.group("host") + (port if port.isdigit() else "***")
+
+
+def _malformed(name: str, expected: str, value: str) -> ImproperlyConfigured:
+    shown = "the value is not shown: it is a secret" if is_secret(name) else f"got {redact(value)!r}"
+    return ImproperlyConfigured(f"{name} must be {expected}; {shown}.")
 
 
 def _raw(name: str, default: Any) -> str | Any:
@@ -35,9 +114,12 @@ def _parsed(name: str, default: Any, parse: Callable[[str], T], expected: str) -
         return _raw(name, default)  # defaults are trusted as written; only the environment is parsed
     value = os.environ[name]
     try:
-        return parse(value)
-    except (TypeError, ValueError) as exc:
-        raise ImproperlyConfigured(f"{name} must be {expected}; got {value!r}.") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a parser's warning would quote the value too
+            return parse(value)
+    except (TypeError, ValueError, UserWarning):
+        # `from None`: the parser's own exception, printed as the cause, would quote the value.
+        raise _malformed(name, expected, value) from None
 
 
 def is_set(name: str) -> bool:
@@ -115,7 +197,7 @@ def database(name: str, default: Any = _MISSING, *, schemes: tuple[str, ...] | N
 
     def parse(value: str) -> dict[str, Any]:
         scheme = value.split("://", 1)[0] if "://" in value else ""
-        if schemes is not None and scheme not in schemes:
+        if scheme not in (environ.Env.DB_SCHEMES if schemes is None else schemes):
             raise ValueError(value)
         config = environ.Env.db_url_config(value)
         if not config.get("ENGINE") or not config.get("NAME"):
@@ -151,12 +233,10 @@ def fernet_keys(name: str, default: Any = _MISSING) -> list[str]:
             Fernet(key)  # raises ValueError for a malformed key
         return keys
 
-    # Never echo key material in the error message.
-    if not is_set(name):
-        return _raw(name, default)
-    try:
-        return parse(os.environ[name])
-    except (TypeError, ValueError) as exc:
-        raise ImproperlyConfigured(
-            f"{name} must be a comma-separated list of Fernet keys (32 url-safe base64 bytes each)."
-        ) from exc
+    return _parsed(name, default, parse, "a comma-separated list of Fernet keys (32 url-safe base64 bytes each)")
+
+
+if __name__ == "__main__":
+    # compose/start/local.sh runs `eval "$(python -m settings.env)"`: the shell gets what .env adds.
+    for variable, text_value in sorted(read_env_file().items()):
+        print(f"export {variable}={shlex.quote(text_value)}")  # noqa: T201 - the shell reads stdout

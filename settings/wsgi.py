@@ -1,8 +1,10 @@
-"""WSGI entry point (gunicorn settings.wsgi). Defaults to production settings."""
-
-import os
+"""WSGI entry point (gunicorn settings.wsgi). Reads .env, then defaults to production settings."""
 
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.production")
+from apps.core.startup import log_configuration
+from settings import env
+
+env.load(default_settings="settings.production")
 application = get_wsgi_application()
+log_configuration(process="web")

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import redis
 from django.conf import settings
 
+from settings.env import ENV_FILE_VARIABLE
 from tests.services import unreachable_services
+
+# A developer's .env configures `make run` and manage.py, never the suite: this process and every child
+# it starts (workers, beat, manage.py, the `make run` stack) skip it unless a test names its own file.
+os.environ[ENV_FILE_VARIABLE] = "off"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -1,17 +1,17 @@
 """The Celery application, configured from Django settings (CELERY_* names)."""
 
-import os
-
 from celery import Celery
 
-# Like the WSGI entry point, a worker started without DJANGO_SETTINGS_MODULE runs production settings,
-# which refuse to start without their variables instead of silently using the embedded default.
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.production")
+from settings import env
+
+# Like the WSGI entry point, a worker reads .env and then, without DJANGO_SETTINGS_MODULE, runs production
+# settings, which refuse to start without their variables instead of silently using the embedded default.
+env.load(default_settings="settings.production")
 
 app = Celery("taskplane")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
-from workers import observability  # noqa: E402  (signal handlers need the app)
+from workers import observability, startup  # noqa: E402  (signal handlers need the app)
 from workers.beat import BEAT_SCHEDULE  # noqa: E402
 from workers.queues import TASK_QUEUES, task_routes  # noqa: E402
 
@@ -21,3 +21,4 @@ app.conf.beat_schedule = BEAT_SCHEDULE
 # Task modules are imported when the worker starts, after Django is set up.
 app.conf.imports = ["workers.tasks.core", "workers.tasks.outbox", "workers.tasks.idempotency", "workers.tasks.flags"]
 observability.connect(app)
+startup.connect()

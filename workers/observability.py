@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import logging.config
 import time
@@ -23,11 +24,29 @@ _started: dict[str, float] = {}
 
 
 @signals.setup_logging.connect
-def _keep_django_logging(**kwargs) -> None:
+def _keep_django_logging(loglevel=None, **kwargs) -> None:
     # Connecting this signal stops Celery from replacing the handlers Django's LOGGING installed.
     from django.conf import settings
 
-    logging.config.dictConfig(settings.LOGGING)
+    config = copy.deepcopy(settings.LOGGING)
+    if loglevel and _loglevel_given():
+        # `celery … -l LEVEL` wins over LOG_LEVEL for this process: it takes every level LOG_LEVEL set.
+        chosen, level = config["root"]["level"], logging.getLevelName(loglevel)
+        for section in (config["root"], *config.get("loggers", {}).values()):
+            if section.get("level") == chosen:
+                section["level"] = level
+    logging.config.dictConfig(config)
+
+
+def _loglevel_given() -> bool:
+    # Celery passes its own default (WARNING) when -l is absent; only a level the operator chose
+    # (command line or CELERY_WORKER_LOGLEVEL-style variable) overrides LOG_LEVEL.
+    import click
+    from click.core import ParameterSource
+
+    context = click.get_current_context(silent=True)
+    source = context.get_parameter_source("loglevel") if context is not None else None
+    return source not in (None, ParameterSource.DEFAULT)
 
 
 def message_header(request, name: str) -> dict:

@@ -6,6 +6,7 @@ export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-settings.production}"
 
 # Beat's schedule file only records when each entry last ran; it is disposable, so it lives in
 # /tmp and a fresh container starts with none.
+# CELERY_LOG_LEVEL, when set, overrides LOG_LEVEL for this process (Celery's --loglevel).
 exec celery -A workers beat \
-  --loglevel "${CELERY_LOG_LEVEL:-INFO}" \
+  ${CELERY_LOG_LEVEL:+--loglevel "$CELERY_LOG_LEVEL"} \
   --schedule "${CELERY_BEAT_SCHEDULE_FILE:-/tmp/celerybeat-schedule}"

@@ -6,9 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 export PATH="$root/.venv/bin:$PATH"
+# The .env file at the repository root (or TASKPLANE_ENV_FILE), read the way every entry point reads it
+# (settings/env.py): variables already in the environment win. It may choose any default below.
+dotenv=$(python -m settings.env)  # a separate assignment, so a malformed .env stops the script (set -e)
+eval "$dotenv"
 export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-settings.local}"
 export TASKPLANE_VAR_DIR="${TASKPLANE_VAR_DIR:-$root/var}"
-export HOST="${HOST:-127.0.0.1}" PORT="${PORT:-8000}" CELERY_LOG_LEVEL="${CELERY_LOG_LEVEL:-INFO}"
+export HOST="${HOST:-127.0.0.1}" PORT="${PORT:-8000}"
 # One metrics directory for every process of this run, so the web's /metrics shows workers too.
 export PROMETHEUS_MULTIPROC_DIR="$TASKPLANE_VAR_DIR/prometheus"
 rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
@@ -19,7 +23,8 @@ python manage.py ensure_admin
 base="http://$HOST:$PORT"
 cat <<MSG
 
-Taskplane is starting ($DJANGO_SETTINGS_MODULE):
+Taskplane is starting:
+$(python manage.py show_config)
   admin      $base/admin/
   API docs   $base/api/docs/   (schema: $base/api/schema/)
   health     $base/health/

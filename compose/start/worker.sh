@@ -12,7 +12,8 @@ if [[ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]]; then
 fi
 
 # WORKER_QUEUES (comma-separated) limits the queues, e.g. "outbox" for a dedicated relay worker.
+# CELERY_LOG_LEVEL, when set, overrides LOG_LEVEL for this process (Celery's --loglevel).
 exec celery -A workers worker \
-  --loglevel "${CELERY_LOG_LEVEL:-INFO}" \
+  ${CELERY_LOG_LEVEL:+--loglevel "$CELERY_LOG_LEVEL"} \
   --concurrency "${WORKER_CONCURRENCY:-2}" \
   ${WORKER_QUEUES:+--queues "$WORKER_QUEUES"}

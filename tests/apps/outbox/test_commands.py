@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from io import StringIO
@@ -19,6 +21,7 @@ from apps.core.crypto import decrypt_text
 from apps.outbox import enqueue, publish
 from apps.outbox.models import OutboxMessage
 from apps.outbox.serving import PostgresWaker
+from tests.processes import ROOT, process_env
 
 pytestmark = pytest.mark.django_db
 
@@ -75,13 +78,37 @@ def test_retry_dead_requeues_every_dead_message_but_not_discarded_ones():
 
 
 def test_retry_by_id_requeues_dead_or_discarded_and_counts_them():
-    dead, discarded, published = stored(status="dead"), stored(status="discarded"), stored(status="published")
+    dead, discarded = stored(status="dead"), stored(status="discarded")
 
-    output = run("outbox_retry", str(dead.pk), str(discarded.pk), str(published.pk), "99999999")
+    output = run("outbox_retry", str(dead.pk), str(discarded.pk))
 
-    assert output.strip() == "Re-queued 2 of 4 message(s)."
+    assert output.strip() == "Re-queued 2 of 2 message(s)."
+    assert set(OutboxMessage.objects.values_list("status", flat=True)) == {"pending"}
+
+
+def test_retry_of_ids_it_could_not_retry_fails_naming_them():
+    """issue 15 §0: `outbox_retry 999` (no such message) exited 0; partial retries keep what they re-queued."""
+    dead, published = stored(status="dead"), stored(status="published")
+    out = StringIO()
+
+    with pytest.raises(CommandError) as caught:
+        call_command("outbox_retry", str(dead.pk), str(published.pk), "99999999", stdout=out, stderr=StringIO())
+
+    assert out.getvalue().strip() == "Re-queued 1 of 3 message(s)."
+    assert str(caught.value) == (f"Not retried: {published.pk} (published), 99999999 (no such message). "
+                                 "Only dead or discarded messages can be retried.")
     statuses = dict(OutboxMessage.objects.values_list("id", "status"))
-    assert statuses == {dead.pk: "pending", discarded.pk: "pending", published.pk: "published"}
+    assert statuses == {dead.pk: "pending", published.pk: "published"}
+
+
+def test_retry_of_a_missing_id_exits_non_zero():
+    """issue 15 §0: the command's exit status, as a shell sees it."""
+    result = subprocess.run([sys.executable, "manage.py", "outbox_retry", "99999999"], cwd=ROOT, env=process_env(),
+                            capture_output=True, text=True, timeout=120, check=False)
+
+    assert result.returncode == 1
+    assert "Re-queued 0 of 1 message(s)." in result.stdout
+    assert "Not retried: 99999999 (no such message)." in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -16,5 +16,9 @@ class Command(BaseCommand):
             api_key, raw_key = api_key_create(username=username, name=name)
         except TaskplaneError as exc:
             raise CommandError(exc.detail) from exc
-        self.stderr.write(f"Created key {api_key.prefix}… for {username}. Store it now; it is not shown again.")
+        # The note goes to stderr first (unstyled: it is not an error) and the key alone to stdout, last,
+        # so `KEY=$(manage.py create_api_key … | tail -n 1)` captures exactly the key.
+        self.stderr.write(f"Created key {api_key.prefix}… for {username}. Store it now; it is not shown again.",
+                          style_func=str)
+        self.stderr.flush()
         self.stdout.write(raw_key)

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.utils import timezone
 
+from apps.core.startup import log_configuration
 from apps.outbox.serving import relay_drain, relay_serve
 from apps.outbox.transports import BrokerUnavailable
 
@@ -37,6 +38,7 @@ class Command(BaseCommand):
                 raise CommandError(f"Broker unavailable, nothing was published: {exc}") from exc
             self.stdout.write(f"Published {published} message(s).")
             return
+        log_configuration(process="outbox_relay")
         previous = _stop_on_sigterm()
         try:
             self._serve(lease, leases)

@@ -3,7 +3,7 @@ import argparse
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.outbox.models import OutboxMessage
-from apps.outbox.services import outbox_retry
+from apps.outbox.services import RETRYABLE, outbox_retry
 
 
 def message_id(text: str) -> int:
@@ -14,7 +14,10 @@ def message_id(text: str) -> int:
 
 
 class Command(BaseCommand):
-    help = "Put outbox messages back to pending: `--dead` retries every dead one; ids retry dead or discarded ones."
+    help = (
+        "Put outbox messages back to pending: `--dead` retries every dead one; ids retry dead or discarded ones "
+        "and exit with status 1, naming them, when some were not retried."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("ids", nargs="*", type=message_id, metavar="ID", help="Outbox row ids to retry.")
@@ -29,11 +32,23 @@ class Command(BaseCommand):
             count = outbox_retry(message_ids=_dead_ids())
             self.stdout.write(f"Re-queued {count} dead message(s).")
             return
-        wanted = len(set(ids))
-        count = outbox_retry(message_ids=ids)
-        self.stdout.write(f"Re-queued {count} of {wanted} message(s).")
-        if count < wanted:
-            self.stderr.write("The others do not exist or are not dead or discarded.")
+        wanted = sorted(set(ids))
+        before = dict(OutboxMessage.objects.filter(id__in=wanted).values_list("id", "status"))
+        count = outbox_retry(message_ids=wanted)
+        self.stdout.write(f"Re-queued {count} of {len(wanted)} message(s).")
+        if count < len(wanted):
+            # Partial success still re-queues what it can; the exit status says not everything was.
+            raise CommandError(_not_retried(wanted, before))
+
+
+def _not_retried(wanted: list[int], before: dict[int, str]) -> str:
+    reasons = [
+        f"{message_id} ({'no such message' if message_id not in before else before[message_id]})"
+        for message_id in wanted
+        if before.get(message_id) not in RETRYABLE
+    ]
+    detail = f"Not retried: {', '.join(reasons)}." if reasons else "Some messages changed status meanwhile."
+    return f"{detail} Only dead or discarded messages can be retried."
 
 
 def _dead_ids() -> list[int]:
