@@ -298,3 +298,11 @@ HTTP_CLIENT_MAX_ATTEMPTS = env.integer("HTTP_CLIENT_MAX_ATTEMPTS", 3, minimum=1)
 HTTP_CLIENT_BACKOFF_BASE_SECONDS = env.integer("HTTP_CLIENT_BACKOFF_BASE_MS", 200, minimum=1) / 1000
 HTTP_CLIENT_BACKOFF_MAX_SECONDS = env.integer("HTTP_CLIENT_BACKOFF_MAX_MS", 5000, minimum=1) / 1000
 HTTP_CLIENT_MAX_TOTAL_DELAY_SECONDS = env.integer("HTTP_CLIENT_MAX_TOTAL_DELAY_MS", 15000, minimum=0) / 1000
+# The most of a response body a client reads before it gives up (http_client(max_response_bytes=...)).
+HTTP_CLIENT_MAX_RESPONSE_BYTES = env.integer("HTTP_CLIENT_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, minimum=1)
+# Per-host breakers one client keeps in memory; the least recently used go first (their state stays in Redis).
+HTTP_CLIENT_MAX_HOST_BREAKERS = env.integer("HTTP_CLIENT_MAX_HOST_BREAKERS", 1000, minimum=1)
+# UrlGuard.from_settings(): plain http for user-supplied URLs (development only), and non-public
+# networks allowed all the same (e.g. a local webhook receiver); both are off by default.
+HTTP_GUARD_ALLOW_HTTP = env.boolean("HTTP_GUARD_ALLOW_HTTP", False)
+HTTP_GUARD_ALLOWED_NETWORKS = env.networks("HTTP_GUARD_ALLOWED_NETWORKS", [])
