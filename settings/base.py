@@ -251,8 +251,9 @@ if (OUTBOX_ENCRYPTED_TOPICS or IDEMPOTENCY_ENCRYPT_RESPONSES) and not FERNET_KEY
     )
 
 # --- Feature flags ----------------------------------------------------------------------------
-# How often each process re-checks the flags version when no change signal arrives (the fallback).
-FLAGS_POLL_SECONDS = env.integer("FLAGS_POLL_MS", 2000, minimum=50) / 1000
+# How often each process re-checks the flags version when no change signal arrives (the fallback):
+# one primary-key read on the listener's kept connection, often enough for the 1 s propagation target.
+FLAGS_POLL_SECONDS = env.integer("FLAGS_POLL_MS", 500, minimum=50) / 1000
 # Dotted path to `hook(request, user) -> dict` adding attributes (tenant, plan, …) to the context.
 FLAGS_CONTEXT_HOOK = env.text("FLAGS_CONTEXT_HOOK", "")
 
@@ -324,3 +325,11 @@ HTTP_CLIENT_MAX_ATTEMPTS = env.integer("HTTP_CLIENT_MAX_ATTEMPTS", 3, minimum=1)
 HTTP_CLIENT_BACKOFF_BASE_SECONDS = env.integer("HTTP_CLIENT_BACKOFF_BASE_MS", 200, minimum=1) / 1000
 HTTP_CLIENT_BACKOFF_MAX_SECONDS = env.integer("HTTP_CLIENT_BACKOFF_MAX_MS", 5000, minimum=1) / 1000
 HTTP_CLIENT_MAX_TOTAL_DELAY_SECONDS = env.integer("HTTP_CLIENT_MAX_TOTAL_DELAY_MS", 15000, minimum=0) / 1000
+# The most of a response body a client reads before it gives up (http_client(max_response_bytes=...)).
+HTTP_CLIENT_MAX_RESPONSE_BYTES = env.integer("HTTP_CLIENT_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, minimum=1)
+# Per-host breakers one client keeps in memory; the least recently used go first (their state stays in Redis).
+HTTP_CLIENT_MAX_HOST_BREAKERS = env.integer("HTTP_CLIENT_MAX_HOST_BREAKERS", 1000, minimum=1)
+# UrlGuard.from_settings(): plain http for user-supplied URLs (development only), and non-public
+# networks allowed all the same (e.g. a local webhook receiver); both are off by default.
+HTTP_GUARD_ALLOW_HTTP = env.boolean("HTTP_GUARD_ALLOW_HTTP", False)
+HTTP_GUARD_ALLOWED_NETWORKS = env.networks("HTTP_GUARD_ALLOWED_NETWORKS", [])

@@ -61,3 +61,13 @@ def broker_redis():
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     client.flushdb()
     return client
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's test database, torn down only after this process's flag listener stopped:
+    the listener keeps a connection open, which would make dropping the database fail."""
+    yield
+    from apps.flags.snapshot import listener_stop
+
+    listener_stop()

@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from apps.core.errors import InvalidInput, NotFound
+from apps.flags.declarations import SYSTEM_ACTOR, declared_flags
 from apps.flags.definitions import definition_of, validate_definition
 from apps.flags.models import Flag, FlagChange, FlagRule, FlagsVersion, ScheduledFlagChange
 from apps.flags.snapshot import mark_dirty, signal_change
@@ -18,10 +19,36 @@ from apps.flags.snapshot import mark_dirty, signal_change
 
 def flag_save(*, definition: dict[str, Any], actor: str, reason: str, action: str | None = None) -> Flag:
     """Create or replace the flag named in ``definition``; raises DefinitionError with field errors."""
+    return _save(definition, actor, reason, action, only_if_missing=False)
+
+
+def flag_create_missing(*, definition: dict[str, Any], actor: str, reason: str) -> Flag | None:
+    """Create the flag unless one with its key exists (which it never changes); None when it exists."""
+    try:
+        with transaction.atomic():
+            return _save(definition, actor, reason, "create", only_if_missing=True)
+    except IntegrityError:
+        return None  # created concurrently, by an operator or another migrate: theirs stands
+
+
+def declared_flags_create(*, actor: str = SYSTEM_ACTOR) -> list[str]:
+    """Create every flag declared in code that has no row yet (migrate runs this); returns the keys created."""
+    created = []
+    for key, declaration in sorted(declared_flags().items()):
+        reason = f"declared in code ({declaration.declared_in or 'unknown module'}) and missing: created by migrate"
+        if flag_create_missing(definition=declaration.definition(), actor=actor, reason=reason) is not None:
+            created.append(key)
+    return created
+
+
+def _save(definition: dict[str, Any], actor: str, reason: str, action: str | None, *,
+          only_if_missing: bool) -> Flag | None:
     _require_reason(reason)
     clean = validate_definition(definition)
     with transaction.atomic():
         flag = Flag.objects.select_for_update().filter(key=clean["key"]).first()
+        if flag is not None and only_if_missing:
+            return None
         before = definition_of(flag) if flag else None
         flag = flag or Flag(key=clean["key"])
         for name in ("description", "owner", "kind", "enabled", "variants", "default_value"):

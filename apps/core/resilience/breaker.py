@@ -92,12 +92,16 @@ class Permit:
 class CircuitBreaker:
     """A named breaker. Use ``with breaker.guard():``, ``breaker.call(fn)`` or ``@breaker``."""
 
-    def __init__(self, name: str, policy: BreakerPolicy | None = None, *, redis: SharedRedis | None = None) -> None:
+    def __init__(self, name: str, policy: BreakerPolicy | None = None, *, redis: SharedRedis | None = None,
+                 metric_label: str | None = None) -> None:
         self.name = name
         self.policy = policy or BreakerPolicy.from_settings()
         self._limits = self.policy.thresholds()
         self._redis = redis
-        self._gauge = metrics.BREAKER_STATE.labels(name)
+        # Metrics may name a group of breakers (the HTTP client's per-host ones share one label per
+        # unknown host), so that the number of series stays bounded; state and logs use the name.
+        self.metric_label = metric_label or name
+        self._gauge = metrics.BREAKER_STATE.labels(self.metric_label)
 
     @property
     def redis(self) -> SharedRedis:
@@ -115,7 +119,7 @@ class CircuitBreaker:
             decision = _local_state.allow(self.name, self._limits)
         self._observe(decision.state, decision.changed)
         if not decision.allowed:
-            metrics.BREAKER_REJECTED.labels(self.name).inc()
+            metrics.BREAKER_REJECTED.labels(self.metric_label).inc()
             raise CircuitOpen(self.name, retry_after=decision.retry_after_ms / 1000)
         return Permit(decision.generation, decision.state == HALF_OPEN, shared)
 
@@ -199,7 +203,7 @@ class CircuitBreaker:
         if not changed:
             return
         before, after = changed.split(">")
-        metrics.BREAKER_TRANSITIONS.labels(self.name, before, after).inc()
+        metrics.BREAKER_TRANSITIONS.labels(self.metric_label, before, after).inc()
         log = logger.warning if after == OPEN else logger.info
         log("Circuit %s: %s -> %s", self.name, before, after,
             extra={"breaker": self.name, "from_state": before, "to_state": after})

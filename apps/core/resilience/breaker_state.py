@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from apps.core.resilience.redis_state import LuaScript
@@ -154,16 +155,35 @@ return {state, 0}
 
 
 class LocalBreakerState:
-    """The same state machine for one process, used when Redis is unreachable."""
+    """The same state machine for one process, used when Redis is unreachable.
 
-    def __init__(self) -> None:
+    Breaker names can come from user-supplied hosts (webhooks), so at most ``max_breakers`` are kept:
+    the least recently used one is forgotten first, which keeps the state of every active breaker.
+    """
+
+    def __init__(self, max_breakers: int = 10_000) -> None:
         self._lock = threading.Lock()
-        self._breakers: dict[str, dict] = {}
+        self._breakers: OrderedDict[str, dict] = OrderedDict()
+        self.max_breakers = max_breakers
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def _touch(self, name: str) -> dict:
+        # Called with the lock held: the breaker named ``name``, now the most recently used.
+        b = self._breakers.get(name)
+        if b is None:
+            b = self._breakers[name] = _fresh(0)
+            while len(self._breakers) > self.max_breakers:
+                self._breakers.popitem(last=False)
+        else:
+            self._breakers.move_to_end(name)
+        return b
 
     def allow(self, name: str, limits: Thresholds) -> Decision:
         now = _now_ms()
         with self._lock:
-            b = self._breakers.setdefault(name, _fresh(0))
+            b = self._touch(name)
             if b["state"] == "closed":
                 return Decision(True, "closed", b["gen"], 0, "")
             changed = ""
@@ -183,7 +203,7 @@ class LocalBreakerState:
     def record(self, name: str, limits: Thresholds, *, ok: bool, generation: int) -> tuple[str, str]:
         now = _now_ms()
         with self._lock:
-            b = self._breakers.setdefault(name, _fresh(0))
+            b = self._touch(name)
             state = b["state"]
             if state == "open" or (generation != b["gen"] and not (generation == -1 and state == "closed")):
                 return state, ""

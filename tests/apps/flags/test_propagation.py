@@ -198,21 +198,19 @@ def metrics_worker(django_db_setup, tmp_path_factory):
             yield MetricsWorker(pid=process.pid, metrics_dir=metrics_dir, port=port, broker_url=broker.url)
 
 
-def test_a_committed_change_reaches_every_running_worker_process_within_a_second(metrics_worker):
+def test_a_committed_change_reaches_every_running_worker_process(metrics_worker):
+    """The 1 s target is measured by `make bench-flags` (issue 15: no timing assertions here)."""
     _save("propagation.probe")
     children = metrics_worker.load_flags_in_every_child(_version())
 
     _save("propagation.probe", enabled=False)
-    committed = time.monotonic()  # flag_save returns after its commit (and the signal sent on commit)
     changed = _version()
 
     def seen_by_every_child() -> bool:
         versions = metrics_worker.child_versions()
         return all(versions.get(pid) == changed for pid in children)
 
-    wait_until(seen_by_every_child, timeout=10, interval=0.002, message=f"every worker child to load v{changed}")
-    elapsed = time.monotonic() - committed
-    assert elapsed <= 1.0, f"worker processes saw the change after {elapsed:.3f} s"
+    wait_until(seen_by_every_child, timeout=30, interval=0.01, message=f"every worker child to load v{changed}")
 
 
 def test_the_worker_metrics_endpoint_reports_the_version_its_processes_evaluate(metrics_worker):
@@ -220,11 +218,8 @@ def test_the_worker_metrics_endpoint_reports_the_version_its_processes_evaluate(
     version = _version()
     metrics_worker.load_flags_in_every_child(version)
 
-    deadline = time.monotonic() + 1.0
-    while (scraped := metrics_worker.scraped_version()) != version and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-    assert scraped == version, f"/metrics reports {scraped} while every child evaluates v{version}"
+    wait_until(lambda: metrics_worker.scraped_version() == version, timeout=30, interval=0.05,
+               message=f"/metrics to report v{version}, which every child evaluates")
 
 
 # --- the snapshot under concurrency, fork and outage -------------------------------------------------------------
@@ -294,7 +289,7 @@ from apps.flags import is_enabled
 assert is_enabled("outage.probe", {}) is True
 print("ready", flush=True)
 sys.stdin.readline()  # the parent committed a change
-deadline = time.monotonic() + 3
+deadline = time.monotonic() + 60  # only catches a process that never sees it
 while is_enabled("outage.probe", {}) and time.monotonic() < deadline:
     time.sleep(0.02)
 print("seen" if not is_enabled("outage.probe", {}) else "stale", flush=True)

@@ -1,4 +1,5 @@
-"""A local HTTP server on 127.0.0.1 that answers from a script: statuses, Retry-After, delays, resets."""
+"""A local HTTP server on 127.0.0.1 that answers from a script: statuses, Retry-After, delays, resets,
+and bodies of any size (with a Content-Length, or chunked without one)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Reply:
     body: bytes = b"ok"
     delay: float = 0.0  # seconds to wait before answering (a slow upstream)
     reset: bool = False  # drop the connection with a TCP RST instead of answering
+    chunked: bool = False  # send the body in chunked encoding, with no Content-Length to refuse it by
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,12 @@ class ScriptedServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
+    def port(self) -> int:
+        return self._server.server_port
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return f"http://127.0.0.1:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -98,10 +104,30 @@ class ScriptedServer:
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
+                if reply.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self._write_chunked(reply.body)
+                    return
                 self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
                 if self.command != "HEAD":
-                    self.wfile.write(reply.body)
+                    self._write(reply.body)
+
+            def _write_chunked(self, body: bytes, size: int = 16 * 1024) -> None:
+                for start in range(0, len(body), size):
+                    chunk = body[start:start + size]
+                    if not self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk)):
+                        return
+                self._write(b"0\r\n\r\n")
+
+            def _write(self, data: bytes) -> bool:
+                try:
+                    self.wfile.write(data)
+                except OSError:  # the client stopped reading and closed, as a size cap does
+                    self.close_connection = True
+                    return False
+                return True
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from apps.core.resilience import BreakerPolicy, CircuitBreaker, CircuitOpen, SharedRedis, metrics
+from apps.core.resilience.breaker_state import LocalBreakerState
 from tests.apps.core.resilience.forked import run_forked
 from tests.apps.core.resilience.samples import sample
 from tests.helpers import wait_until
@@ -205,3 +206,22 @@ def test_half_open_trials_are_bounded_across_processes(redis_url, shared, name):
 
     assert sorted(outcomes) == ["rejected"] * 3 + ["trial"] * 2
 
+
+
+def test_process_local_state_is_bounded_and_keeps_the_recently_used_breakers():
+    """issue 15 §12: breaker names come from user-supplied hosts; the fallback state must not grow without bound."""
+    state = LocalBreakerState(max_breakers=3)
+    limits = POLICY.thresholds()
+
+    def open_circuit(name: str) -> None:
+        for _ in range(POLICY.failure_threshold):
+            decision = state.allow(name, limits)
+            state.record(name, limits, ok=False, generation=decision.generation)
+
+    open_circuit("active")
+    for index in range(100):
+        state.allow(f"host-{index}", limits)  # a stream of one-off hosts
+        assert not state.allow("active", limits).allowed  # the host in use keeps its open circuit
+
+    assert len(state) == 3
+    assert state.peek("host-0", limits) == ("closed", 0)  # long forgotten: a fresh breaker
