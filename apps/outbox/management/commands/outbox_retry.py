@@ -2,6 +2,7 @@ import argparse
 
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.core.audit import Actor
 from apps.outbox.models import OutboxMessage
 from apps.outbox.services import outbox_retry
 
@@ -19,18 +20,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("ids", nargs="*", type=message_id, metavar="ID", help="Outbox row ids to retry.")
         parser.add_argument("--dead", action="store_true", help="Retry every dead message.")
+        parser.add_argument("--reason", default="", help="Why: kept in the operator audit log.")
 
-    def handle(self, *args, ids: list[int], dead: bool, **options):
+    def handle(self, *args, ids: list[int], dead: bool, reason: str, **options):
         if dead and ids:
             raise CommandError("Give either message ids or --dead, not both.")
         if not dead and not ids:
             raise CommandError("Nothing to retry: give message ids or --dead.")
         if dead:
-            count = outbox_retry(message_ids=_dead_ids())
+            count = outbox_retry(message_ids=_dead_ids(), actor=Actor.command_line(), reason=reason)
             self.stdout.write(f"Re-queued {count} dead message(s).")
             return
         wanted = len(set(ids))
-        count = outbox_retry(message_ids=ids)
+        count = outbox_retry(message_ids=ids, actor=Actor.command_line(), reason=reason)
         self.stdout.write(f"Re-queued {count} of {wanted} message(s).")
         if count < wanted:
             self.stderr.write("The others do not exist or are not dead or discarded.")
