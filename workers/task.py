@@ -38,7 +38,7 @@ from apps.core.task_contract import QUEUES, TASK_QUEUES
 from apps.outbox.delivery import inbox_claim
 from apps.outbox.relay import backoff_seconds
 from apps.outbox.transports import BrokerUnavailable
-from apps.outbox.writing import task_follow_up_write
+from apps.outbox.writing import enqueue_carrying
 from workers.app import app
 from workers.observability import message_header
 
@@ -223,9 +223,9 @@ def _write_follow_up(task: TaskplaneTask, received: Received, args: tuple, kwarg
     with transaction.atomic():
         if received.attempt >= task.max_attempts:
             context.pop("attempt", None)  # retried by an operator, it starts again at attempt 1
-            return "dead", task_follow_up_write(**common, context=context, dead=True, attempts=received.attempt)
+            return "dead", enqueue_carrying(**common, context=context, dead=True, attempts=received.attempt)
         delay = max(backoff_seconds(received.attempt), retry_after_of(exc))
-        return "retry", task_follow_up_write(**common, context={**context, "attempt": received.attempt + 1},
+        return "retry", enqueue_carrying(**common, context={**context, "attempt": received.attempt + 1},
                                              delay_seconds=delay)
 
 

@@ -11,6 +11,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core.audit import Actor, operator_action_record
 from apps.core.errors import InvalidInput, NotFound
 from apps.core.models import ApiKey
 
@@ -40,14 +41,27 @@ def api_key_create(*, username: str, name: str = "") -> tuple[ApiKey, str]:
     return api_key, raw_key
 
 
-def api_key_revoke(*, prefix: str) -> int:
-    """Revoke every active key whose prefix matches exactly; return how many were revoked."""
+def api_key_revoke(*, prefix: str, actor: Actor, reason: str = "") -> int:
+    """Revoke every active key whose prefix matches exactly, audited; return how many were revoked."""
     if not prefix.startswith(KEY_PREFIX) or len(prefix) != PREFIX_LENGTH:
         raise InvalidInput(f"A key prefix looks like {KEY_PREFIX}xxxxxxxx ({PREFIX_LENGTH} characters).")
-    with transaction.atomic():
-        revoked = ApiKey.objects.filter(prefix=prefix, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    revoked = _revoke(ApiKey.objects.filter(prefix=prefix), actor=actor, reason=reason)
     if not revoked:
         raise NotFound(f"No active key with prefix {prefix!r}.")
+    return revoked
+
+
+def api_keys_revoke(*, key_ids: list[int], actor: Actor, reason: str = "") -> int:
+    """Revoke the given keys that are still active, audited; return how many were revoked."""
+    return _revoke(ApiKey.objects.filter(pk__in=key_ids), actor=actor, reason=reason)
+
+
+def _revoke(keys, *, actor: Actor, reason: str) -> int:
+    with transaction.atomic():
+        ids = list(keys.select_for_update().filter(revoked_at__isnull=True).order_by("pk").values_list("pk", flat=True))
+        revoked = ApiKey.objects.filter(pk__in=ids).update(revoked_at=timezone.now())
+        operator_action_record(actor=actor, action="api_key.revoke", target_type="core.apikey", target_ids=ids,
+                               reason=reason)
     return revoked
 
 

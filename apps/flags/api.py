@@ -1,4 +1,8 @@
-"""Flags API: staff list and change definitions (every write audited with a reason); any caller evaluates."""
+"""Flags API: staff list and change definitions (every write audited with a reason); any caller evaluates.
+
+Staff endpoints check the flag model permissions admin checks: reading needs ``view_flag``; creating
+or replacing (POST) needs ``add_flag`` and ``change_flag``, PATCH ``change_flag``, DELETE ``delete_flag``.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
-from rest_framework.permissions import IsAdminUser, IsAuthenticated
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.errors import InvalidInput, NotFound
 from apps.core.pagination import StandardPagination
+from apps.core.permissions import StaffModelPermissions, model_permission
 from apps.flags.context import request_context
 from apps.flags.definitions import definition_of
 from apps.flags.engine import ERROR
@@ -42,6 +47,9 @@ REASON_PARAMETER = OpenApiParameter(
     "reason", OpenApiTypes.STR, OpenApiParameter.QUERY, required=False,
     description='Why (required): here, or as {"reason": ...} in a JSON body.',
 )
+
+
+READ_FLAGS = [model_permission(Flag, "view")]
 
 
 def _flag_data(flag: Flag) -> dict[str, Any]:
@@ -86,7 +94,10 @@ def _actor(request: Request) -> str:
 
 class FlagListCreateView(GenericAPIView):
     # GenericAPIView only for its pagination hooks, which also document page/page_size in OpenAPI.
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffModelPermissions]
+    # POST creates the flag or replaces the one with that key: it may do either, so it needs both.
+    required_permissions = {"GET": READ_FLAGS,
+                            "POST": [model_permission(Flag, "add"), model_permission(Flag, "change")]}
     pagination_class = StandardPagination
     serializer_class = FlagSerializer
 
@@ -138,7 +149,9 @@ def _evaluation(key: str, context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class FlagDetailView(APIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [StaffModelPermissions]
+    required_permissions = {"GET": READ_FLAGS, "PATCH": [model_permission(Flag, "change")],
+                            "DELETE": [model_permission(Flag, "delete")]}
 
     @extend_schema(operation_id="flags_retrieve", parameters=[KEY_PARAMETER], responses=FlagSerializer)
     def get(self, request: Request, key: str) -> Response:

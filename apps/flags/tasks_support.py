@@ -1,4 +1,6 @@
-"""``flag_gated``: a Celery task runs only while its flag is on; otherwise it is skipped or deferred.
+"""Flag gates for the data plane: ``flag_gated`` for Celery tasks, ``flag_gated_subscriber`` for event subscribers.
+
+A task runs only while its flag is on; otherwise it is skipped or deferred.
 
 Apply it under ``taskplane_task``::
 
@@ -30,6 +32,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 GATED_TASKS = Counter(
     "taskplane_flags_gated_tasks_total", "Task runs held back because their flag was off", ["task", "flag", "outcome"]
+)
+SKIPPED_EVENTS = Counter(
+    "taskplane_flags_skipped_events_total", "Events a subscriber skipped because its flag was off",
+    ["subscriber", "flag"],
 )
 
 
@@ -87,3 +93,35 @@ def _running_task_name(function: Callable[..., Any]) -> str:
             f"{function.__qualname__} is flag-gated outside a Celery task; pass task_name= to flag_gated()"
         )
     return name
+
+
+def flag_gated_subscriber(key: str, *, subscriber: str, default: bool = True) -> Callable[[F], F]:
+    """Run an event subscriber only while flag ``key`` is on for the event's context; else skip, visibly.
+
+    Apply it under ``@subscriber`` and give it the same name::
+
+        @subscriber(ORDER_PLACED, name=RESERVE_STOCK)
+        @flag_gated_subscriber("orders.auto-reserve", subscriber=RESERVE_STOCK)
+        def reserve_stock(event: dict) -> None: ...
+
+    A skipped event is logged at INFO with its id and counted in
+    ``taskplane_flags_skipped_events_total{subscriber, flag}``. Its inbox entry is still recorded (the
+    delivery succeeded): once the flag is on again, an operator re-drives the event to the subscriber
+    (docs/operations.md). ``default`` is the answer when the flag does not exist (True: a kill switch).
+    """
+
+    def decorate(handler: F) -> F:
+        @functools.wraps(handler)
+        def gated(event: dict[str, Any]) -> Any:
+            if get_details(key, default).value:
+                return handler(event)
+            logger.info("Subscriber %s skipped event %s (%s): flag %s is off for its context; re-drive it "
+                        "once the flag is on", subscriber, event.get("id"), event.get("topic"), key,
+                        extra={"subscriber": subscriber, "event_id": event.get("id"), "flag": key})
+            SKIPPED_EVENTS.labels(subscriber, key).inc()
+            return None
+
+        gated.flag_gate = {"key": key, "subscriber": subscriber}  # type: ignore[attr-defined]
+        return gated  # type: ignore[return-value]
+
+    return decorate

@@ -1,6 +1,8 @@
 from django.contrib import admin
 
+from apps.core.audit import Actor, Via
 from apps.idempotency.models import IdempotencyRecord
+from apps.idempotency.services import records_purge_selected
 
 
 @admin.register(IdempotencyRecord)
@@ -19,7 +21,16 @@ class IdempotencyRecordAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Purge selected records (their keys can be reused at once)")
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # Purge is the one, audited, way to delete records
+        return actions
+
+    def delete_model(self, request, obj):  # the change page's Delete button: the same audited purge
+        records_purge_selected(record_ids=[obj.pk], actor=Actor.from_request(request, via=Via.ADMIN))
+
+    @admin.action(description="Purge selected records (their keys can be reused at once)", permissions=["delete"])
     def purge(self, request, queryset):
-        deleted, _ = queryset.delete()
+        deleted = records_purge_selected(record_ids=list(queryset.values_list("pk", flat=True)),
+                                         actor=Actor.from_request(request, via=Via.ADMIN))
         self.message_user(request, f"Purged {deleted} record(s).")

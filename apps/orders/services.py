@@ -24,11 +24,14 @@ def order_place(*, owner: AbstractBaseUser, sku: str, quantity: int) -> Order:
 
 
 def order_reserve(*, event: dict[str, Any]) -> Reservation:
-    """Reserve stock for the order named by an ``order.placed`` event (runs inside the subscriber's transaction)."""
+    """Reserve stock for the order named by an ``order.placed`` event, once (runs in the subscriber's transaction)."""
     payload = event["payload"]
     order = Order.objects.select_for_update().filter(pk=payload["order_id"]).first()
     if order is None:
         raise NotFound(f"Order {payload['order_id']} no longer exists.")
+    existing = Reservation.objects.filter(order=order).first()
+    if existing is not None:  # the event ran before (e.g. re-driven by an operator): reserve only once
+        return existing
     reservation = Reservation.objects.create(
         order=order, sku=payload["sku"], quantity=payload["quantity"], event_id=event["id"]
     )

@@ -1,10 +1,14 @@
-"""Outbox admin for operators: status counts, filters, retry and confirmed discard; rows are read-only."""
+"""Outbox admin for operators: status counts, filters, retry, confirmed discard and re-drive; rows are read-only.
+
+The actions need ``change_outboxmessage`` ("operate"); each one is recorded in the operator audit log.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth import get_permission_codename
@@ -13,13 +17,19 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from apps.core.admin_base import ReadOnlyAdmin
+from apps.core.audit import Actor, Via
 from apps.core.crypto import EncryptionUnavailable
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.selectors import outbox_stats
 from apps.outbox.serializers import parse_payload, payload_text
-from apps.outbox.services import outbox_discard, outbox_retry
+from apps.outbox.services import (
+    DISCARDABLE,
+    outbox_discard,
+    outbox_redrive_many,
+    outbox_retry,
+    redrive_subscribers,
+)
 
-DISCARDABLE = (OutboxMessage.Status.PENDING, OutboxMessage.Status.DEAD)
 CONFIRMATION_PREVIEW_ROWS = 100
 
 
@@ -105,7 +115,7 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
         ("Content", {"fields": ("encrypted", "headers")}),
     )
     readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
-    actions = ["retry", "discard"]
+    actions = ["retry", "discard", "redrive"]
     change_list_template = "admin/outbox/outboxmessage/change_list.html"
     change_form_template = "admin/outbox/outboxmessage/change_form.html"
     # Both would count the whole table on every page load (facets once per filter choice).
@@ -150,7 +160,7 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     @admin.action(description="Retry selected dead or discarded messages", permissions=["operate"])
     def retry(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> None:
         ids = list(queryset.values_list("id", flat=True))
-        count = outbox_retry(message_ids=ids)
+        count = outbox_retry(message_ids=ids, actor=Actor.from_request(request, via=Via.ADMIN))
         self.message_user(request, f"Re-queued {count} of {len(ids)} selected message(s); "
                                    "only dead or discarded messages are retried.", messages.SUCCESS)
 
@@ -160,27 +170,71 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
         discardable = queryset.filter(status__in=DISCARDABLE)
         if request.POST.get("confirm") != "yes":
             return self._discard_confirmation(request, queryset, discardable)
-        count = outbox_discard(message_ids=list(discardable.values_list("id", flat=True)))
+        count = outbox_discard(message_ids=list(discardable.values_list("id", flat=True)),
+                               actor=Actor.from_request(request, via=Via.ADMIN),
+                               reason=request.POST.get("reason", "").strip()[:2000])
         self.message_user(request, f"Discarded {count} message(s).", messages.SUCCESS)
         return None
 
     def _discard_confirmation(self, request, queryset, discardable) -> TemplateResponse:
-        request.current_app = self.admin_site.name
         discardable_count = discardable.count()
         context = {
-            **self.admin_site.each_context(request),
+            **self._confirmation_context(request, queryset, discardable, discardable_count, action="discard"),
             "title": "Discard outbox messages?",
+            "discardable_count": discardable_count,
+        }
+        return TemplateResponse(request, "admin/outbox/outboxmessage/discard_confirmation.html", context)
+
+    @admin.action(description="Re-drive selected published events to a subscriber…", permissions=["operate"])
+    def redrive(self, request: HttpRequest, queryset: QuerySet[OutboxMessage]) -> TemplateResponse | None:
+        # Runs the subscriber again for events its inbox already recorded (e.g. skipped while a flag was
+        # off): the operator picks the subscriber and says why, then confirms.
+        redrivable = queryset.filter(kind=OutboxMessage.Kind.EVENT, status=OutboxMessage.Status.PUBLISHED)
+        topics = redrivable.order_by().values_list("name", flat=True).distinct()
+        form = RedriveForm(request.POST if request.POST.get("confirm") == "yes" else None,
+                           subscribers=redrive_subscribers(topics=topics))
+        if form.is_bound and form.is_valid():
+            count = outbox_redrive_many(
+                message_ids=list(redrivable.values_list("id", flat=True)), subscriber=form.cleaned_data["subscriber"],
+                actor=Actor.from_request(request, via=Via.ADMIN), reason=form.cleaned_data["reason"],
+            )
+            self.message_user(request, f"Re-driven {count} event(s) to {form.cleaned_data['subscriber']}; "
+                                       "only published events of its topic are re-driven.", messages.SUCCESS)
+            return None
+        redrivable_count = redrivable.count()
+        context = {
+            **self._confirmation_context(request, queryset, redrivable, redrivable_count, action="redrive"),
+            "title": "Re-drive events to a subscriber",
+            "redrivable_count": redrivable_count,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/outbox/outboxmessage/redrive_form.html", context)
+
+    def _confirmation_context(self, request, queryset, affected, affected_count: int, *, action: str) -> dict:
+        request.current_app = self.admin_site.name
+        return {
+            **self.admin_site.each_context(request),
+            "action_name": action,
+            "action_label": {"discard": "Discard", "redrive": "Re-drive"}[action],
             "opts": self.opts,
             "media": self.media,
             "selected_count": queryset.count(),
-            "discardable_count": discardable_count,
-            "preview_remaining": max(0, discardable_count - CONFIRMATION_PREVIEW_ROWS),
-            "preview": discardable.order_by("id")[:CONFIRMATION_PREVIEW_ROWS],
+            "preview_remaining": max(0, affected_count - CONFIRMATION_PREVIEW_ROWS),
+            "preview": affected.order_by("id")[:CONFIRMATION_PREVIEW_ROWS],
             "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
             "select_across": request.POST.get("select_across", "0"),
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         }
-        return TemplateResponse(request, "admin/outbox/outboxmessage/discard_confirmation.html", context)
+
+
+class RedriveForm(forms.Form):
+    subscriber = forms.ChoiceField(help_text="Only subscribers of the selected events' topics are listed.")
+    reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+                             help_text="Recorded in the operator audit log.")
+
+    def __init__(self, *args, subscribers: list[str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["subscriber"].choices = [(name, name) for name in subscribers]
 
 
 @admin.register(InboxEntry)

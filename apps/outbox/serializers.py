@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -79,3 +80,41 @@ class OutboxStatsSerializer(serializers.Serializer):
     counts = OutboxStatusCountsSerializer()
     oldest_pending_age_seconds = serializers.FloatField()
     published_last_minute = serializers.IntegerField()
+
+
+class StrictBodySerializer(serializers.Serializer):
+    """A JSON-object request body whose unknown fields and non-string texts are errors, not silently accepted."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            errors = {name: ["Unknown field."] for name in sorted(set(data) - set(self.fields))}
+            errors.update({
+                name: ["Not a string."] for name, field in self.fields.items()
+                if isinstance(field, serializers.CharField) and name in data and not isinstance(data[name], str)
+            })
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+class OperatorReasonSerializer(StrictBodySerializer):
+    """Optional body of retry and discard: why, for the operator audit log."""
+
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000,
+                                   help_text="Why: recorded in the operator audit log.")
+
+
+class RedriveRequestSerializer(StrictBodySerializer):
+    """Body of a re-drive: which subscriber runs the event again, and why (required)."""
+
+    subscriber = serializers.CharField(max_length=200, help_text="A subscriber of the event's topic.")
+    reason = serializers.CharField(max_length=2000, help_text="Why: recorded in the operator audit log.")
+
+
+class RedriveSerializer(serializers.Serializer):
+    event = OutboxMessageSerializer(help_text="The re-driven event.")
+    subscriber = serializers.CharField()
+    delivery = OutboxMessageSerializer(help_text="The outbox.deliver_event task row queued for the subscriber.")
+    inbox_entry_removed = serializers.BooleanField(
+        help_text="Whether the subscriber's inbox entry for the event existed (and was removed)."
+    )

@@ -61,7 +61,7 @@ def enqueue(
                        dedup_key=dedup_key)
 
 
-def task_follow_up_write(
+def enqueue_carrying(
     *,
     task_name: str,
     args: Sequence[Any],
@@ -71,17 +71,19 @@ def task_follow_up_write(
     headers: Mapping[str, Any],
     context: Mapping[str, Any],
     encrypt: bool,
-    dedup_key: str,
-    error: str,
+    dedup_key: str | None = None,
+    error: str = "",
     delay_seconds: float = 0,
     dead: bool = False,
     attempts: int = 0,
 ) -> OutboxMessage:
-    """Write what follows a failed task run: a delayed retry row, or with ``dead`` a dead row; both keep ``error``.
+    """Write a task row on behalf of an earlier message: its public headers and context, not the ambient ones.
 
-    Used by the task failure policy (workers/task.py). The row keeps the failed message's public
-    headers and context as given (not the ambient ones), and is encrypted when that message was:
-    a retry or dead letter of an encrypted payload is never stored in plaintext.
+    The task failure policy writes retries and dead letters with it (workers/task.py), and operators
+    re-drive events with it (the delivery must run with the event's flag context, not the
+    operator's). The row is encrypted when the message it stands for was: a retry, dead letter or
+    copy of an encrypted payload is never stored in plaintext. ``dead`` writes it dead (kept, not
+    relayed); ``error`` is kept as its last error.
     """
     return _write_task(
         task_name, args=args, kwargs=kwargs, key=key, queue=queue, delay_seconds=delay_seconds, dedup_key=dedup_key,

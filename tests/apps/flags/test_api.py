@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from apps.core.api_keys import api_key_create
+from apps.core.groups import OPERATORS
 from apps.flags.models import Flag, FlagChange
 from apps.flags.services import flag_save
 from tests.apps.flags.test_definitions import INVALID_DEFINITIONS, invalid
+from tests.authz import staff_member
 
 pytestmark = pytest.mark.django_db
 
@@ -22,8 +24,9 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_user(username="ops", password="x", is_staff=True)
+def staff():
+    """A staff member of the operators group (who may read and change flags), not a superuser."""
+    return staff_member("ops", group=OPERATORS)
 
 
 @pytest.fixture

@@ -11,9 +11,11 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from apps.core.api_keys import api_key_create
+from apps.core.groups import OPERATORS
 from apps.outbox import enqueue
 from apps.outbox.models import OutboxMessage
 from tests.apps.outbox.support import event, stored
+from tests.authz import staff_member
 
 pytestmark = pytest.mark.django_db
 
@@ -30,8 +32,9 @@ def client_for(user) -> APIClient:
 
 
 @pytest.fixture
-def staff_client(django_user_model):
-    return client_for(django_user_model.objects.create_user(username="ops", password="x", is_staff=True))
+def staff_client():
+    """A staff member of the operators group (who may read and act), not a superuser."""
+    return client_for(staff_member("ops", group=OPERATORS))
 
 
 @pytest.fixture
@@ -206,4 +209,4 @@ def test_schema_documents_the_outbox_operations():
     }
 
     assert operation_ids == {"outbox_stats_retrieve", "outbox_messages_list", "outbox_messages_retry",
-                             "outbox_messages_discard"}
+                             "outbox_messages_discard", "outbox_messages_redrive"}

@@ -2,6 +2,7 @@ import argparse
 
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.core.audit import Actor
 from apps.outbox.models import OutboxMessage
 from apps.outbox.services import RETRYABLE, outbox_retry
 
@@ -22,19 +23,20 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("ids", nargs="*", type=message_id, metavar="ID", help="Outbox row ids to retry.")
         parser.add_argument("--dead", action="store_true", help="Retry every dead message.")
+        parser.add_argument("--reason", default="", help="Why: kept in the operator audit log.")
 
-    def handle(self, *args, ids: list[int], dead: bool, **options):
+    def handle(self, *args, ids: list[int], dead: bool, reason: str, **options):
         if dead and ids:
             raise CommandError("Give either message ids or --dead, not both.")
         if not dead and not ids:
             raise CommandError("Nothing to retry: give message ids or --dead.")
         if dead:
-            count = outbox_retry(message_ids=_dead_ids())
+            count = outbox_retry(message_ids=_dead_ids(), actor=Actor.command_line(), reason=reason)
             self.stdout.write(f"Re-queued {count} dead message(s).")
             return
         wanted = sorted(set(ids))
         before = dict(OutboxMessage.objects.filter(id__in=wanted).values_list("id", "status"))
-        count = outbox_retry(message_ids=wanted)
+        count = outbox_retry(message_ids=wanted, actor=Actor.command_line(), reason=reason)
         self.stdout.write(f"Re-queued {count} of {len(wanted)} message(s).")
         if count < len(wanted):
             # Partial success still re-queues what it can; the exit status says not everything was.

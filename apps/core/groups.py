@@ -1,0 +1,91 @@
+"""The two operator groups: ``viewers`` read every Taskplane model, ``operators`` also act on them.
+
+The policy is applied by a data migration (core 0003) and again after every ``migrate`` (a
+``post_migrate`` hook, connected in CoreConfig.ready), so a model added later (sagas, schedules…) joins
+both groups at the migrate that creates it, with no migration of its own. The policy only adds: a
+permission an administrator grants a group by hand stays; one of the policy's, removed by hand, is
+granted again at the next migrate.
+
+Every model of an app under ``apps.`` gets ``view`` (both groups) and ``change`` (operators): change is
+what admin's operator actions require (outbox retry/discard/re-drive, API key revoke, scheduled flag
+changes). The exceptions below are named by ``app_label.model_name`` strings (core imports no other app).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps as global_apps
+from django.db import DEFAULT_DB_ALIAS
+from django.db.models import Q
+
+OPERATORS = "operators"
+VIEWERS = "viewers"
+VIEWER_ACTIONS = ("view",)
+OPERATOR_ACTIONS = ("view", "change")
+
+OPERATOR_OVERRIDES: dict[str, tuple[str, ...]] = {
+    # Audit trails and bookkeeping rows are written by services only: operators read them like viewers.
+    "core.operatoraction": VIEWER_ACTIONS,
+    "core.heartbeat": VIEWER_ACTIONS,
+    "flags.flagchange": VIEWER_ACTIONS,
+    "flags.flagsversion": VIEWER_ACTIONS,
+    "outbox.inboxentry": VIEWER_ACTIONS,
+    # API keys: change covers renaming and the Revoke action. Never add: a key can be minted for any
+    # user, superusers included, so "add" would let an operator act as anyone.
+    "core.apikey": OPERATOR_ACTIONS,
+    # Idempotency admin's Purge action deletes records (their keys become reusable at once).
+    "idempotency.idempotencyrecord": (*OPERATOR_ACTIONS, "delete"),
+    # Operators run the flags: create, change and delete them (each write audited in FlagChange), and
+    # schedule or cancel changes.
+    "flags.flag": (*OPERATOR_ACTIONS, "add", "delete"),
+    "flags.scheduledflagchange": (*OPERATOR_ACTIONS, "add", "delete"),
+}
+
+
+def group_policy_actions(*, group: str, model_label: str) -> tuple[str, ...]:
+    """The permission actions (view, change…) the policy gives ``group`` on ``model_label``."""
+    if group == VIEWERS:
+        return VIEWER_ACTIONS
+    return OPERATOR_OVERRIDES.get(model_label, OPERATOR_ACTIONS)
+
+
+def taskplane_app_labels() -> list[str]:
+    """Labels of the installed Taskplane apps (packages under ``apps.``), whose models the groups cover."""
+    return sorted(config.label for config in global_apps.get_app_configs() if config.name.startswith("apps."))
+
+
+def groups_apply_policy(*, apps: Any = global_apps, app_labels: list[str] | None = None,
+                        using: str = DEFAULT_DB_ALIAS) -> None:
+    """Create both groups if missing and grant them the policy's existing permissions on ``app_labels``' models.
+
+    ``apps`` is the app registry or a migration's historical one. Permissions not created yet (a fresh
+    database, during migrate) are granted by the post_migrate run that follows their creation.
+    """
+    try:
+        group_model = apps.get_model("auth", "Group")
+        permission_model = apps.get_model("auth", "Permission")
+    except LookupError:  # auth is not installed (or not migrated yet in this historical state)
+        return
+    models = []
+    for label in taskplane_app_labels() if app_labels is None else app_labels:
+        try:
+            models.extend(apps.get_app_config(label).get_models())
+        except LookupError:  # the app has no migrated models in this historical state yet
+            continue
+    for name in (VIEWERS, OPERATORS):
+        group, _ = group_model.objects.using(using).get_or_create(name=name)
+        wanted = Q(pk__in=[])
+        for model in models:
+            opts = model._meta
+            actions = group_policy_actions(group=name, model_label=f"{opts.app_label}.{opts.model_name}")
+            wanted |= Q(content_type__app_label=opts.app_label, content_type__model=opts.model_name,
+                        codename__in=[f"{action}_{opts.model_name}" for action in actions])
+        group.permissions.add(*permission_model.objects.using(using).filter(wanted))
+
+
+def groups_apply_after_migrate(sender: Any, *, apps: Any = global_apps, using: str = DEFAULT_DB_ALIAS,
+                               **kwargs: Any) -> None:
+    """post_migrate receiver: re-apply the policy to the migrated app's models (auth created their permissions)."""
+    if sender.name.startswith("apps."):
+        groups_apply_policy(apps=apps, app_labels=[sender.label], using=using)
