@@ -89,7 +89,7 @@ def enqueue_carrying(
         task_name, args=args, kwargs=kwargs, key=key, queue=queue, delay_seconds=delay_seconds, dedup_key=dedup_key,
         headers={name: value for name, value in headers.items() if name != "message_id"}, context=dict(context),
         encrypt=encrypt, status=OutboxMessage.Status.DEAD if dead else OutboxMessage.Status.PENDING,
-        attempts=attempts, last_error=error[:2000],
+        attempts=attempts, last_error=error[:2000], ambient_headers=False,
     )
 
 
@@ -154,13 +154,14 @@ def _serialise(payload: Any) -> str:
     return text
 
 
-def _public_headers(extra: Mapping[str, Any] | None) -> dict[str, Any]:
+def _public_headers(extra: Mapping[str, Any] | None, *, ambient: bool = True) -> dict[str, Any]:
     """The headers docs/outbox.md lists as public: trace context, request id, the caller's own."""
     headers: dict[str, Any] = {}
-    propagate.inject(headers)  # W3C traceparent (and tracestate) of the current span, if any
-    request_id = get_request_id()
-    if request_id:
-        headers["request_id"] = request_id
+    if ambient:
+        propagate.inject(headers)  # W3C traceparent (and tracestate) of the current span, if any
+        request_id = get_request_id()
+        if request_id:
+            headers["request_id"] = request_id
     if extra:
         try:
             json.dumps(dict(extra))
@@ -178,7 +179,7 @@ def _captured_context() -> dict[str, Any]:
 def _write(*, kind: str, name: str, key: str | None, queue: str, text: str, headers: Mapping[str, Any] | None,
            encrypt: bool, delay_seconds: float = 0, dedup_key: str | None = None,
            context: dict[str, Any] | None = None, status: str = OutboxMessage.Status.PENDING, attempts: int = 0,
-           last_error: str = "") -> OutboxMessage:
+           last_error: str = "", ambient_headers: bool = True) -> OutboxMessage:
     if not connection.in_atomic_block and not settings.OUTBOX_ALLOW_AUTOCOMMIT:
         raise OutboxError(
             "publish()/enqueue() must run inside transaction.atomic(), so the message commits with your "
@@ -189,7 +190,7 @@ def _write(*, kind: str, name: str, key: str | None, queue: str, text: str, head
         _lock_key(key)
     message = OutboxMessage(
         kind=kind, name=name, key=key, queue=queue, payload=encrypt_text(text) if encrypt else text,
-        encrypted=encrypt, headers=_public_headers(headers),
+        encrypted=encrypt, headers=_public_headers(headers, ambient=ambient_headers),
         context=_captured_context() if context is None else context, dedup_key=dedup_key, status=status,
         attempts=attempts, last_error=last_error,
     )

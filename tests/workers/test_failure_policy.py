@@ -17,6 +17,7 @@ from celery import states
 from celery.exceptions import Reject
 from django.db import connection
 
+from apps.core.audit import Actor
 from apps.core.task_contract import OUTBOX_DELIVER_EVENT
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.selectors import outbox_stats
@@ -71,7 +72,7 @@ def test_the_last_attempt_dead_letters_a_row_that_operators_see_and_can_retry():
     assert (dead.status, dead.attempts, dead.last_error) == ("dead", 3, "ValueError: injected failure for b")
     assert dead.context == {"origin": "first-id"}, "an operator's retry starts again at attempt 1"
     assert outbox_stats()["counts"]["dead"] == 1
-    assert outbox_retry_one(message_id=dead.pk).status == "pending"
+    assert outbox_retry_one(message_id=dead.pk, actor=Actor.command_line()).status == "pending"
 
 
 def test_a_redelivered_failure_writes_no_second_retry_row():
