@@ -67,3 +67,10 @@ bench-flags: venv
 .PHONY: bench-resilience
 bench-resilience: venv
 	$(BIN)/python -m tests.benchmarks.bench_resilience $(BENCH_ARGS)
+
+# Fault-injection soaks (docs/reliability.md): rounds of kill -9 of every process kind, repeated PostgreSQL
+# restarts and crashes, repeated RabbitMQ outages, with many more orders than the short variants in `make test`.
+# Each runs against private PostgreSQL, Redis and RabbitMQ servers it starts itself. CHAOS_ARGS passes pytest options.
+.PHONY: chaos
+chaos: venv
+	$(BIN)/pytest -m chaos tests/reliability $(CHAOS_ARGS)

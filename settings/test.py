@@ -22,6 +22,13 @@ CELERY_BROKER_URL = env.url(
     "TEST_BROKER_URL", "redis://127.0.0.1:6379/14", schemes=("redis", "rediss", "amqp", "amqps")
 )
 CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)
+# The fault-injection stacks (tests/reliability) kill whole workers: a Redis broker gives their unacknowledged
+# messages back once older than the visibility timeout, found by a sweep every unacked_restore_interval ×
+# unacked_restore_throttle seconds (kombu's defaults: 10 × 10). This makes the sweep run every N seconds.
+_UNACKED_RESTORE_SECONDS = env.integer("TEST_UNACKED_RESTORE_SECONDS", 0, minimum=0)
+if _UNACKED_RESTORE_SECONDS and CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {"unacked_restore_interval": _UNACKED_RESTORE_SECONDS,
+                                        "unacked_restore_throttle": 1}
 RABBITMQ_URL = env.url("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//", schemes=("amqp", "amqps"))
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

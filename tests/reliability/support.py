@@ -1,4 +1,5 @@
-"""Fault-injection tools: a private redis-server, a restartable worker, and finding the process that relays."""
+"""Fault-injection tools: a private redis-server, a restartable worker, finding the process that relays or that is
+in the middle of a write, and traps that hold writers in flight."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import psycopg
 import redis
 from django.db import connection
 
@@ -114,15 +116,20 @@ def beat(directory: Path, *, broker_url: str, **env: str):
         yield process
 
 
-def relay_backend_client_port(slot: int = 0) -> int | None:
-    """Client port of the database connection that holds relay ``slot`` in this test database, if any."""
+_RELAY_SLOT_HOLDER = (
+    "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+def relay_backend_client_port(slot: int = 0, *, conn: psycopg.Connection | None = None) -> int | None:
+    """Client port of the connection holding relay ``slot`` in this test database (or ``conn``'s), if any."""
+    if conn is not None:
+        row = conn.execute(_RELAY_SLOT_HOLDER, [_LOCK_NAMESPACE, slot]).fetchone()
+        return row[0] if row else None
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            [_LOCK_NAMESPACE, slot],
-        )
+        cursor.execute(_RELAY_SLOT_HOLDER, [_LOCK_NAMESPACE, slot])
         row = cursor.fetchone()
     return row[0] if row else None
 
@@ -149,15 +156,54 @@ def pid_with_local_port(port: int) -> int | None:
     return None
 
 
-def relay_pid(slot: int = 0) -> int | None:
+def relay_pid(slot: int = 0, *, conn: psycopg.Connection | None = None) -> int | None:
     """The pid of the process currently serving relay ``slot`` (a Celery pool child), if any."""
-    port = relay_backend_client_port(slot)
+    port = relay_backend_client_port(slot, conn=conn)
     return pid_with_local_port(port) if port else None
 
 
 def parent_pid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as stat:
         return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of ``pid`` (gunicorn workers of a master, pool processes of a Celery worker)."""
+    children = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if parent_pid(int(entry)) == pid:
+                children.append(int(entry))
+        except OSError:  # the process ended while we looked
+            continue
+    return sorted(children)
+
+
+class TableTrap:
+    """Holds a SHARE lock on a table from a connection of its own, so every transaction that writes to it stops
+    inside that write, in flight, until released: the moment a kill or a restart hurts most."""
+
+    def __init__(self, conn: psycopg.Connection, table: str) -> None:
+        self.conn, self.table = conn, table
+        self.conn.execute(f'LOCK TABLE "{table}" IN SHARE MODE')
+
+    def caught_pids(self) -> list[int]:
+        """Local pids of the processes whose writes wait on the trap."""
+        # Activity is read once per transaction and cached, and the trap's transaction lasts: drop the cache.
+        self.conn.execute("SELECT pg_stat_clear_snapshot()")
+        rows = self.conn.execute(
+            "SELECT client_port FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND client_port IS NOT NULL AND query LIKE %s",
+            [f'INSERT INTO "{self.table}"%'],
+        ).fetchall()
+        return sorted({pid for (port,) in rows if (pid := pid_with_local_port(port))})
+
+    def release(self) -> None:
+        try:
+            self.conn.rollback()
+            self.conn.close()
+        except psycopg.Error:  # the server went away with the lock (a restart): nothing is held any more
+            pass
 
 
 def decode_record(raw: bytes) -> dict:

@@ -1,8 +1,8 @@
 """The broker goes away while orders keep coming: requests succeed, the backlog waits in PostgreSQL and drains
 once the broker is back, and an outage never uses up a message's attempts.
 
-A PostgreSQL restart variant is deliberately absent: restarting the shared database server would break every
-other suite running on the machine.
+The database restart and the RabbitMQ outage, with orders placed over HTTP, are in
+test_orders_database_restart.py and test_orders_rabbitmq_outage.py, on private servers.
 """
 
 from __future__ import annotations

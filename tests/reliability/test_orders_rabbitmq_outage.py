@@ -1,0 +1,74 @@
+"""issue 15 §3: RabbitMQ stops and starts again while orders flow, with the workers and the relay on RabbitMQ
+(a private node: never the shared one).
+
+Requests never talk to the broker, so every POST succeeds on its first attempt during the outage; the events wait
+in PostgreSQL and the relay retries. Once the node is back and the system settles: every order is reserved
+exactly once by its own event, nothing is dead-lettered, no event was charged an attempt by the outage (so the
+low OUTBOX_MAX_ATTEMPTS of these stacks would have shown it), and each key reached the exchange in order.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.helpers import wait_until
+from tests.reliability.load import OrderLoad
+from tests.reliability.private_services import PrivateRabbitMQ
+from tests.reliability.scenario import run_orders_under_faults, running_stack
+from tests.reliability.stack import Stack
+
+# What the relay logs when it meets the outage: it retries, or (at the end of a lease) its hand-over fails.
+RELAY_MET_OUTAGE = re.compile(r"Broker unavailable, relay retries|Task outbox\.relay\[[^]]+\] raised unexpected")
+
+
+def _relay_failures(stack: Stack) -> int:
+    return len(RELAY_MET_OUTAGE.findall(stack.worker.logs()))
+ORDERS_DURING_OUTAGE = 40
+
+
+@pytest.fixture(scope="module")
+def rabbitmq(tmp_path_factory):
+    node = PrivateRabbitMQ(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        node.start()
+        yield node
+    finally:
+        node.destroy()
+
+
+@pytest.fixture(scope="module")
+def stack(stack_template, rabbitmq, tmp_path_factory):
+    with running_stack(tmp_path_factory.mktemp("rabbitmq-stack"), stack_template, "rabbitmq",
+                       broker_url=rabbitmq.url) as stack:
+        yield stack
+
+
+def stop_broker(stack: Stack, node: PrivateRabbitMQ, load: OrderLoad) -> str:
+    """Stop the node; keep it down until orders have been placed and the relay has failed through it; start it."""
+    failures_before = _relay_failures(stack)
+    placed_before = load.finished()
+    node.stop()
+    wait_until(lambda: _relay_failures(stack) > failures_before
+               and load.finished() >= placed_before + ORDERS_DURING_OUTAGE,
+               timeout=120, interval=0.1, message="the relay to meet the outage while orders are placed")
+    placed_during = load.finished() - placed_before
+    node.start()
+    return f"RabbitMQ stopped for {placed_during} orders, started again"
+
+
+def test_orders_survive_a_rabbitmq_outage(stack, rabbitmq):
+    stack.heal()
+    load = run_orders_under_faults(stack, prefix="RMQoutage", faults=[
+        lambda load: stop_broker(stack, rabbitmq, load)])
+    retried = [placement.key for placement in load.placements if len(placement.attempts) > 1]
+    assert not retried, f"requests never wait for the broker, yet these needed retries: {retried}"
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(3600)
+def test_orders_survive_repeated_rabbitmq_outages(stack, rabbitmq):
+    stack.heal()
+    faults = [lambda load: stop_broker(stack, rabbitmq, load) for _ in range(4)]
+    run_orders_under_faults(stack, prefix="RMQsoak", faults=faults, orders_between=300)
