@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.core.pagination import StandardPagination
+from apps.core.pagination import PageQuerySerializer, StandardPagination
 from apps.orders.selectors import order_get, order_list
 from apps.orders.serializers import OrderCreateSerializer, OrderSerializer
 from apps.orders.services import order_place
@@ -21,8 +21,9 @@ class OrderListCreateView(GenericAPIView):
     pagination_class = StandardPagination
     serializer_class = OrderSerializer
 
-    @extend_schema(operation_id="orders_list", responses=OrderSerializer(many=True))
+    @extend_schema(operation_id="orders_list", parameters=[PageQuerySerializer], responses=OrderSerializer(many=True))
     def get(self, request: Request) -> Response:
+        PageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
         page = self.paginate_queryset(order_list(owner=request.user))
         return self.get_paginated_response(OrderSerializer(page, many=True).data)
 
