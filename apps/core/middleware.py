@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import uuid
@@ -9,7 +10,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.core.signals import got_request_exception, request_finished
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.urls import is_valid_path
 from django.utils.http import escape_leading_slashes
 
@@ -17,6 +18,7 @@ from apps.core.problems import (
     PRESERVED_HEADERS,
     PROBLEM_CONTENT_TYPE,
     dependency_unavailable_response,
+    problem_body,
     problem_response,
 )
 from apps.core.request_context import set_request_id
@@ -110,8 +112,9 @@ def _slash_redirect(request: HttpRequest) -> HttpResponse | None:
     if is_valid_path(request.path_info, urlconf) or not is_valid_path(f"{request.path_info}/", urlconf):
         return None
     location = escape_leading_slashes(request.get_full_path(force_append_slash=True))
-    return problem_response(
-        status=308, request=request, title="Permanent Redirect",
+    redirect = HttpResponsePermanentRedirect(location, preserve_request=True, content_type=PROBLEM_CONTENT_TYPE)
+    redirect.content = json.dumps(problem_body(
+        status=308, title="Permanent Redirect", instance=request.path, request_id=request.request_id,
         detail=f"This URL ends with a slash: repeat the {request.method} request at {location}.",
-        headers={"Location": location},
-    )
+    ))
+    return redirect

@@ -106,8 +106,8 @@ def field_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
     if isinstance(detail, dict):
         flattened: list[dict[str, str]] = []
         for key, value in detail.items():
-            if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
-                field = f"{prefix}[{key}]"  # DRF keys list-item errors by index
+            if isinstance(key, int):
+                field = f"{prefix}[{key}]"  # DRF keys list-item errors by index; a name of digits is a name
             elif key == "non_field_errors" and prefix:
                 field = prefix
             else:
