@@ -185,6 +185,7 @@ def test_request_bodies_refuse_unknown_fields(openapi):
     schemas = openapi["components"]["schemas"]
     for path, method, operation in operations(openapi):
         content = operation.get("requestBody", {}).get("content", {})
+        assert not content or operation["requestBody"]["required"], f"{method.upper()} {path}"
         for media in content.values():
             schema = schemas[media["schema"]["$ref"].rsplit("/", 1)[1]]
             for branch in schema.get("oneOf", [schema]):

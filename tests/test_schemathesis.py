@@ -30,9 +30,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 CONFIG_FILE = Path(__file__).with_name("schemathesis.toml")
 # A fixed seed makes a failure reproducible with `st run --seed 15`; examples and coverage do not depend on it.
+# One worker: with two threads, Hypothesis' ast.parse trips CPython 3.11.7's "AST constructor recursion
+# depth mismatch" SystemError now and then (a CPython bug, fixed in later 3.11 releases).
 RUN_OPTIONS = (
     "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "40", "--seed", "15",
-    "--workers", "2", "--request-timeout", "30", "--generation-database", "none", "--output-sanitize", "false",
+    "--workers", "1", "--request-timeout", "30", "--generation-database", "none", "--output-sanitize", "false",
     "--no-color", "--suppress-health-check", "too_slow",
 )
 PROBLEM = "application/problem+json"
@@ -69,7 +71,14 @@ def test_schemathesis_finds_no_failure(gunicorn_server, django_user_model, tmp_p
     # From a scratch directory: schemathesis keeps a cache (.schemathesis/) where it runs.
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
 
-    assert result.returncode == 0, f"{result.stdout[-30000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, report(result.stdout) + result.stderr[-3000:]
+
+
+def report(output: str) -> str:
+    """The failures (or errors) schemathesis printed and its summary, without the progress lines."""
+    start = min((output.find(marker) for marker in ("= FAILURES =", "= ERRORS =") if marker in output), default=0)
+    summary = output.find("= SUMMARY =")
+    return output[start:start + 20_000] + "\n...\n" + (output[summary:] if summary >= 0 else output[-5000:])
 
 
 def raw_answer(url: str, request: bytes) -> tuple[bytes, bytes]:

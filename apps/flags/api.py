@@ -8,7 +8,7 @@ from typing import Any
 
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
@@ -23,6 +23,7 @@ from apps.flags.definitions import definition_of
 from apps.flags.engine import ERROR
 from apps.flags.evaluation import get_details
 from apps.flags.models import KEY_PATTERN, Flag
+from apps.flags.openapi import EXAMPLE_KEY
 from apps.flags.serializers import (
     EVALUATIONS_SCHEMA,
     EvaluateQuerySerializer,
@@ -37,7 +38,8 @@ from apps.flags.serializers import (
 from apps.flags.services import flag_delete, flag_save, flag_update
 
 KEY_PARAMETER = OpenApiParameter(
-    "key", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=KEY_PATTERN, description="The flag's key."
+    "key", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=KEY_PATTERN, description="The flag's key.",
+    examples=[OpenApiExample("the example flag", value=EXAMPLE_KEY)],
 )
 
 

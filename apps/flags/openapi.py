@@ -28,9 +28,16 @@ SEMVER_PATTERN = (
     r"(?:-((?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
+# PostgreSQL's timestamptz takes UTC offsets up to ±15:59 (RFC 3339 allows ±23:59).
+DATE_TIME_OFFSET_PATTERN = r"(?:[Zz]|[+-](?:0[0-9]|1[0-5]):[0-5][0-9])$"
 REASON_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"  # some text besides whitespace, no NUL
 MAX_REASON_LENGTH = 2000
 MAX_QUERY_REASON_LENGTH = 500  # 500 characters of any script still fit gunicorn's 8190-byte request line
+EXAMPLE_KEY = "new-checkout"
+EXAMPLE_DEFINITION = {
+    "key": EXAMPLE_KEY, "description": "The new checkout flow", "enabled": True,
+    "rules": [{"kind": "percentage", "params": {"percentage": 20}}], "reason": "launch to 20%",
+}
 SEMVER_OPERATORS = frozenset(operator for operator in OPERATORS if operator.startswith("semver_"))
 SINGLE_VALUE_OPERATORS = OPERATORS - LIST_OPERATORS
 
@@ -45,6 +52,7 @@ def text(*, min_length: int = 0, max_length: int | None = None, pattern: str = N
     return schema
 
 
+DATE_TIME = {"type": "string", "format": "date-time", "pattern": DATE_TIME_OFFSET_PATTERN, "nullable": True}
 JSON_NUMBER = {"type": "number", "minimum": -MAX_JSON_NUMBER, "maximum": MAX_JSON_NUMBER}
 JSON_SCALAR = {"anyOf": [text(), JSON_NUMBER, {"type": "boolean"}]}
 
@@ -124,9 +132,8 @@ def _definition_fields(value_ref: dict) -> dict[str, Any]:
         "description": text(max_length=10_000),
         "owner": text(max_length=200),
         "enabled": {"type": "boolean", "description": "Kill switch: off serves the default to everyone."},
-        "starts_at": {"type": "string", "format": "date-time", "nullable": True},
-        "ends_at": {"type": "string", "format": "date-time", "nullable": True,
-                    "description": "Later than starts_at."},
+        "starts_at": {**DATE_TIME, "description": "An RFC 3339 date-time, UTC offset within ±15:59."},
+        "ends_at": {**DATE_TIME, "description": "Later than starts_at; UTC offset within ±15:59."},
         "default_value": {**value_ref, "description": "Served when off or no rule matches (multivariate flags)."},
         "rules": {"type": "array", "items": RULE},
         "reason": REASON,
@@ -159,7 +166,10 @@ def flag_write_schema(value_ref: dict) -> dict:
         "kind": {"type": "string", "pattern": f"^{Flag.Kind.MULTIVARIATE}$"},
         "variants": {"type": "array", "items": _variant(value_ref), "minItems": 1},
     }, required=("key", "kind", "variants", "reason"))
-    return {"oneOf": [boolean, multivariate], "description": __doc__.split("\n\n")[1].replace("\n", " ")}
+    # "required" beside "oneOf" repeats what both branches require; it is also how drf-spectacular
+    # learns that the request body itself is required.
+    return {"oneOf": [boolean, multivariate], "required": ["key", "reason"], "example": EXAMPLE_DEFINITION,
+            "description": __doc__.split("\n\n")[1].replace("\n", " ")}
 
 
 def flag_patch_schema(value_ref: dict) -> dict:
@@ -170,7 +180,8 @@ def flag_patch_schema(value_ref: dict) -> dict:
         "variants": {"type": "array", "items": _variant(value_ref)},
         "percentage": {"type": "number", "minimum": 0, "maximum": 100,
                        "description": "Sets the first percentage rule (one is appended if the flag has none)."},
-    }, required=("reason",), minProperties=2, description="At least one field to change, and the reason.")
+    }, required=("reason",), minProperties=2, description="At least one field to change, and the reason.",
+        example={"percentage": 50, "reason": "ramp up"})
 
 
 def _json_value_ref(auto_schema) -> dict:

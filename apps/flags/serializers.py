@@ -23,6 +23,7 @@ from apps.flags.definitions import LIST_OPERATORS, NUMERIC_OPERATORS, OPERATORS,
 from apps.flags.engine import DEFAULT, DISABLED, ERROR, SPLIT, STATIC, TARGETING_MATCH
 from apps.flags.models import KEY_PATTERN, Flag, FlagRule
 from apps.flags.openapi import (
+    DATE_TIME_OFFSET_PATTERN,
     MAX_JSON_NUMBER,
     MAX_QUERY_REASON_LENGTH,
     MAX_REASON_LENGTH,
@@ -76,6 +77,15 @@ def _text(**kwargs) -> serializers.CharField:
 def _reason(max_length: int, help_text: str) -> serializers.RegexField:
     return serializers.RegexField(REASON_PATTERN, max_length=max_length, trim_whitespace=False,
                                   validators=[_not_blank], help_text=help_text)
+
+
+class StorableDateTimeField(serializers.DateTimeField):
+    """A date-time whose UTC offset PostgreSQL can store (±15:59; RFC 3339 and Python allow ±23:59)."""
+
+    def to_internal_value(self, value):
+        if isinstance(value, str) and not re.search(DATE_TIME_OFFSET_PATTERN, value):
+            raise serializers.ValidationError("Give a UTC offset from -15:59 to +15:59, or Z.", code="invalid")
+        return super().to_internal_value(value)
 
 
 class ConstraintSerializer(StrictSerializer):
@@ -161,8 +171,8 @@ class FlagDefinitionSerializer(StrictSerializer):
     owner = _text(required=False, allow_blank=True, max_length=200)
     kind = serializers.ChoiceField(choices=Flag.Kind.choices, required=False, help_text="Default boolean.")
     enabled = serializers.BooleanField(required=False, help_text="Kill switch: off serves the default to everyone.")
-    starts_at = serializers.DateTimeField(required=False, allow_null=True)
-    ends_at = serializers.DateTimeField(required=False, allow_null=True)
+    starts_at = StorableDateTimeField(required=False, allow_null=True)
+    ends_at = StorableDateTimeField(required=False, allow_null=True)
     variants = VariantSerializer(many=True, required=False)
     default_value = serializers.JSONField(required=False, allow_null=True,
                                           help_text="Served when off or no rule matches (multivariate flags).")
@@ -209,8 +219,8 @@ class FlagPatchSerializer(ReasonSerializer):
     owner = _text(required=False, allow_blank=True, max_length=200)
     kind = serializers.ChoiceField(choices=Flag.Kind.choices, required=False)
     enabled = serializers.BooleanField(required=False)
-    starts_at = serializers.DateTimeField(required=False, allow_null=True)
-    ends_at = serializers.DateTimeField(required=False, allow_null=True)
+    starts_at = StorableDateTimeField(required=False, allow_null=True)
+    ends_at = StorableDateTimeField(required=False, allow_null=True)
     variants = VariantSerializer(many=True, required=False)
     default_value = serializers.JSONField(required=False, allow_null=True)
     rules = RuleSerializer(many=True, required=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
@@ -27,7 +27,12 @@ class OrderListCreateView(GenericAPIView):
         page = self.paginate_queryset(order_list(owner=request.user))
         return self.get_paginated_response(OrderSerializer(page, many=True).data)
 
-    @extend_schema(operation_id="orders_create", request=OrderCreateSerializer, responses={201: OrderSerializer})
+    @extend_schema(
+        operation_id="orders_create", request=OrderCreateSerializer, responses={201: OrderSerializer},
+        parameters=[OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[201], required=True,
+                                     description="The new order's URL.")],
+        examples=[OpenApiExample("two books", value={"sku": "BOOK-1", "quantity": 2}, request_only=True)],
+    )
     def post(self, request: Request) -> Response:
         serializer = OrderCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

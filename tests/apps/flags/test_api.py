@@ -393,3 +393,13 @@ def test_any_staff_write_is_answered_without_a_server_error(staff_client, body):
         assert response.status_code < 500, (body, response.content)
         if response.status_code >= 400:
             assert response["Content-Type"] == PROBLEM
+
+
+@pytest.mark.parametrize("offset", ["-20:17", "+16:00"])
+def test_a_utc_offset_postgresql_cannot_store_is_a_field_error_not_a_500(staff_client, offset):
+    """issue 15 §0 (found by tests/test_schemathesis.py): RFC 3339 allows ±23:59, timestamptz only ±15:59."""
+    response = staff_client.post(LIST_URL, {"key": "beta", "reason": "r", "starts_at": f"2030-07-22T02:18:37{offset}"},
+                                 format="json")
+
+    assert_problem(response, 400, "starts_at")
+    assert not Flag.objects.exists()
