@@ -112,18 +112,23 @@ class StrictSerializer(serializers.Serializer):
             raise ValidationError(strict_errors)
         return value
 
+    unknown_message = "Unknown field."
+
     def strict_errors(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Errors for names this serializer does not declare and for values of the wrong type."""
         fields = {field.field_name: field for field in self._writable_fields}
         errors: dict[str, Any] = {
-            name: [ErrorDetail("Unknown field.", code=UNKNOWN_FIELD)] for name in data if name not in fields
+            name: [ErrorDetail(self.unknown_message, code=UNKNOWN_FIELD)] for name in data if name not in fields
         }
         for name, field in fields.items():
-            if name in data:
-                error = _body_type_error(field, data[name])
-                if error:
-                    errors[name] = error
+            error = self.type_error(field, data[name]) if name in data else None
+            if error:
+                errors[name] = error
         return errors
+
+    def type_error(self, field: serializers.Field, value: Any) -> Any:
+        """A DRF-shaped error if ``value`` has the wrong JSON type for ``field``, else None."""
+        return _body_type_error(field, value)
 
 
 class StrictQuerySerializer(StrictSerializer):
@@ -133,34 +138,24 @@ class StrictQuerySerializer(StrictSerializer):
     ``true`` or ``false``.
     """
 
+    unknown_message = "Unknown query parameter."
+
     def to_internal_value(self, data: Any) -> Any:
         if hasattr(data, "getlist"):
-            repeated = {name: [ErrorDetail("Give this parameter at most once.", code=REPEATED)]
-                        for name in data if len(data.getlist(name)) > 1}
+            self._repeated = {name: [ErrorDetail("Give this parameter at most once.", code=REPEATED)]
+                              for name in data if len(data.getlist(name)) > 1}
             data = {name: data.getlist(name)[-1] for name in data}
         else:
-            repeated = {}
-        data = {name: value for name, value in data.items() if name not in ALWAYS_ALLOWED_QUERY}
-        try:
-            value = super().to_internal_value(data)
-        except ValidationError as exc:
-            if not repeated:
-                raise
-            raise ValidationError({**exc.detail, **repeated}) from exc
-        if repeated:
-            raise ValidationError(repeated)
-        return value
+            self._repeated = {}
+        return super().to_internal_value({name: value for name, value in data.items()
+                                          if name not in ALWAYS_ALLOWED_QUERY})
 
     def strict_errors(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        fields = {field.field_name: field for field in self._writable_fields}
-        errors: dict[str, Any] = {
-            name: [ErrorDetail("Unknown query parameter.", code=UNKNOWN_FIELD)] for name in data if name not in fields
-        }
-        for name, field in fields.items():
-            value = data.get(name)
-            if isinstance(field, serializers.BooleanField) and value is not None and value not in _QUERY_BOOLEANS:
-                errors[name] = [ErrorDetail("Must be true or false.", code=WRONG_TYPE)]
-            elif isinstance(field, serializers.IntegerField) and value is not None:
-                if not _QUERY_INTEGER.fullmatch(value):
-                    errors[name] = [ErrorDetail("Must be an integer (decimal digits).", code=WRONG_TYPE)]
-        return errors
+        return {**super().strict_errors(data), **self._repeated}
+
+    def type_error(self, field: serializers.Field, value: Any) -> Any:
+        if isinstance(field, serializers.BooleanField) and value not in _QUERY_BOOLEANS:
+            return [ErrorDetail("Must be true or false.", code=WRONG_TYPE)]
+        if isinstance(field, serializers.IntegerField) and not _QUERY_INTEGER.fullmatch(value):
+            return [ErrorDetail("Must be an integer (decimal digits).", code=WRONG_TYPE)]
+        return None

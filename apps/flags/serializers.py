@@ -69,14 +69,8 @@ def _not_blank(value: str) -> None:
         raise serializers.ValidationError("This field may not be blank.", code="blank")
 
 
-def _text(**kwargs) -> serializers.CharField:
-    # Trimming would only change what is validated: the definition is read from the body as sent.
-    return serializers.CharField(trim_whitespace=False, **kwargs)
-
-
 def _reason(max_length: int, help_text: str) -> serializers.RegexField:
-    return serializers.RegexField(REASON_PATTERN, max_length=max_length, trim_whitespace=False,
-                                  validators=[_not_blank], help_text=help_text)
+    return serializers.RegexField(REASON_PATTERN, max_length=max_length, validators=[_not_blank], help_text=help_text)
 
 
 class StorableDateTimeField(serializers.DateTimeField):
@@ -89,7 +83,7 @@ class StorableDateTimeField(serializers.DateTimeField):
 
 
 class ConstraintSerializer(StrictSerializer):
-    attribute = _text(allow_blank=True, help_text="Context attribute, e.g. plan, country, app_version.")
+    attribute = serializers.CharField(allow_blank=True, help_text="Context attribute, e.g. plan, country, app_version.")
     operator = serializers.ChoiceField(choices=sorted(OPERATORS))
     values = serializers.ListField(child=serializers.JSONField(), help_text="One value, or several for in/not_in.")
 
@@ -121,7 +115,7 @@ class RuleSerializer(StrictSerializer):
                   'percentage: {"percentage": 30, "stickiness": "user_id"}; other kinds: {}.',
     )
     constraints = ConstraintSerializer(many=True, required=False, help_text="All must hold for the rule to match.")
-    variant = _text(required=False, allow_blank=True, max_length=100,
+    variant = serializers.CharField(required=False, allow_blank=True, max_length=100,
                     help_text="Multivariate: serve this variant; empty splits by weights.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -160,15 +154,15 @@ def _params_errors(kind: str, params: dict[str, Any]) -> dict[str, list[str]]:
 
 
 class VariantSerializer(StrictSerializer):
-    name = _text(max_length=100)
+    name = serializers.CharField(max_length=100)
     value = serializers.JSONField(allow_null=True, help_text="String, number or JSON.")
     weight = serializers.FloatField(min_value=0, max_value=100, help_text="Weights of all variants sum to 100.")
 
 
 class FlagDefinitionSerializer(StrictSerializer):
     key = serializers.RegexField(KEY_PATTERN)
-    description = _text(required=False, allow_blank=True, max_length=10_000)
-    owner = _text(required=False, allow_blank=True, max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    owner = serializers.CharField(required=False, allow_blank=True, max_length=200)
     kind = serializers.ChoiceField(choices=Flag.Kind.choices, required=False, help_text="Default boolean.")
     enabled = serializers.BooleanField(required=False, help_text="Kill switch: off serves the default to everyone.")
     starts_at = StorableDateTimeField(required=False, allow_null=True)
@@ -215,8 +209,8 @@ class FlagWriteSerializer(FlagDefinitionSerializer, ReasonSerializer):
 class FlagPatchSerializer(ReasonSerializer):
     """Request body of PATCH /api/flags/{key}/: the fields to change plus the reason."""
 
-    description = _text(required=False, allow_blank=True, max_length=10_000)
-    owner = _text(required=False, allow_blank=True, max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    owner = serializers.CharField(required=False, allow_blank=True, max_length=200)
     kind = serializers.ChoiceField(choices=Flag.Kind.choices, required=False)
     enabled = serializers.BooleanField(required=False)
     starts_at = StorableDateTimeField(required=False, allow_null=True)
