@@ -7,7 +7,7 @@ from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
-from apps.core.counting import CountingPaginator
+from apps.core.counting import DEFAULT_EXACT_COUNT_LIMIT, CountingPaginator
 from apps.core.serializers import StrictQuerySerializer
 
 DEFAULT_PAGE_SIZE = 50
@@ -71,7 +71,8 @@ class StandardPagination(PageNumberPagination):
             "properties": {
                 "count": {
                     "type": "integer", "minimum": 0,
-                    "description": "Matching results: exact up to 10,000, PostgreSQL's estimate above that.",
+                    "description": f"Matching results: exact up to {DEFAULT_EXACT_COUNT_LIMIT:,}, PostgreSQL's "
+                                   "estimate above that (then count_estimated is true).",
                 },
                 "count_estimated": {"type": "boolean", "description": "True when `count` is an estimate."},
                 "next": {"type": "string", "format": "uri", "nullable": True, "description": "The next page."},

@@ -157,3 +157,13 @@ def test_a_lost_database_connection_is_a_503_with_retry_after(api_client, caplog
     assert body["type"] == "urn:taskplane:problem:dependency-unavailable"
     assert response["Retry-After"] == "5"
     assert len(error_records(caplog)) == 1
+
+
+def test_a_client_error_rewritten_as_a_problem_is_logged_once(api_client, caplog):
+    """Guard: a rewritten client error keeps Django's one log line (the rewrite copies its logged mark)."""
+    caplog.set_level(logging.WARNING, logger="django.request")
+
+    problem(api_client.get("/api/no-such-thing/"), 404)
+
+    assert [record.getMessage() for record in caplog.records if record.name == "django.request"] == [
+        "Not Found: /api/no-such-thing/"]
