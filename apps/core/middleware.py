@@ -86,15 +86,17 @@ class ApiProblemMiddleware:
             and request.path.startswith(API_PREFIX)
             and not response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE)
         ):
+            # Django logged the error it answered ("Internal Server Error: ..." with the traceback);
+            # the problem is the same error in another format, not a second one to log.
+            logged = getattr(response, "_has_been_logged", False)
             problem = None
             if response.status_code == 500:
-                problem = dependency_unavailable_response(getattr(request, "taskplane_exception", None), request)
+                problem = dependency_unavailable_response(getattr(request, "taskplane_exception", None), request,
+                                                          logged=logged)
             if problem is None:
                 headers = {name: response[name] for name in PRESERVED_HEADERS if response.has_header(name)}
                 problem = problem_response(status=response.status_code, request=request, headers=headers)
-                # Django logged the error it answered ("Not Found: ...", "Internal Server Error: ..."
-                # with the traceback); this is the same error in another format, not a second one.
-                problem._has_been_logged = getattr(response, "_has_been_logged", False)
+            problem._has_been_logged = logged or getattr(problem, "_has_been_logged", False)
             return problem
         return response
 

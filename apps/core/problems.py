@@ -81,12 +81,17 @@ def problem_body(
     return body
 
 
-def dependency_unavailable_response(exc: BaseException | None, request: HttpRequest | None) -> HttpResponse | None:
-    """A 503 problem if ``exc`` says the database or the shared cache is unavailable, else None."""
+def dependency_unavailable_response(exc: BaseException | None, request: HttpRequest | None, *,
+                                    logged: bool = False) -> HttpResponse | None:
+    """A 503 problem if ``exc`` says the database or the shared cache is unavailable, else None.
+
+    ``logged``: Django already logged the exception (with its traceback); it is not logged again.
+    """
     if not isinstance(exc, DEPENDENCY_ERRORS):
         return None
-    logger.error("Dependency unavailable during request: %s: %s", type(exc).__name__, exc,
-                 extra=_log_extra(request, status=503))
+    if not logged:
+        logger.error("Dependency unavailable during request: %s: %s", type(exc).__name__, exc,
+                     extra=_log_extra(request, status=503))
     return mark_logged(problem_response(
         status=503, request=request, title="Service unavailable",
         type_uri="urn:taskplane:problem:dependency-unavailable",

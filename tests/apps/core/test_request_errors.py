@@ -140,16 +140,25 @@ def test_an_unreachable_cache_is_a_503_with_retry_after_not_a_500(api_client, ca
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_lost_database_connection_is_a_503_with_retry_after(api_client, caplog):
-    """A database restart mid-request (here: the server ends this connection) is answered 503, not 500."""
-    assert api_client.get(ORDERS).status_code == 200  # the test client's requests share this connection
+@pytest.mark.parametrize("where", ["in the view", "in a middleware"])
+def test_a_lost_database_connection_is_a_503_with_retry_after(api_key, caplog, where):
+    """A database restart mid-request (here: the server ends this connection) is answered 503, not 500.
+
+    In a middleware, the idempotency claim is the first query (Django answers the exception outside DRF).
+    """
+    client = Client(raise_request_exception=False, headers={"Authorization": f"Bearer {api_key}"})
+    assert client.get(ORDERS).status_code == 200  # the test client's requests share this connection
     settings_dict = connection.settings_dict
     with psycopg.connect(host=settings_dict["HOST"], port=settings_dict["PORT"] or 5432,
                          user=settings_dict["USER"], dbname=settings_dict["NAME"], autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
 
     try:
-        response = api_client.get(ORDERS)
+        if where == "in the view":
+            response = client.get(ORDERS)
+        else:
+            response = client.post(ORDERS, {"sku": "A", "quantity": 1}, content_type="application/json",
+                                   headers={"Idempotency-Key": "k-1"})
     finally:
         connection.close()
 
