@@ -222,3 +222,25 @@ def test_request_id_with_a_trailing_newline_is_replaced_not_echoed(api_key):
 
     assert response.status_code == 200
     assert len(response["X-Request-ID"]) == 32
+
+
+# --- Strict input (issue 15 §0): no value is converted to another JSON type, no field is ignored ---------
+
+not_json_integers = (
+    st.none() | st.booleans() | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False).filter(lambda value: not value.is_integer())
+    | st.lists(st.integers(), max_size=2) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+)
+
+
+@settings(PROPERTY_SETTINGS, max_examples=100)
+@given(quantity=not_json_integers, extra=st.none() | st.text(min_size=1, max_size=10).filter(
+    lambda name: name not in ("sku", "quantity")))
+def test_a_quantity_that_is_no_json_integer_or_an_unknown_field_is_a_field_error(api_client, quantity, extra):
+    body = {"sku": "A", "quantity": quantity, **({extra: 1} if extra is not None else {})}
+
+    response = api_client.post(ORDERS_URL, json.dumps(body), content_type="application/json")
+
+    assert response.status_code == 400, (body, response.content)
+    fields = {error["field"] for error in response.json()["errors"]}
+    assert fields == ({"quantity", extra} if extra is not None else {"quantity"}), (body, fields)

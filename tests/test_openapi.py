@@ -1,9 +1,10 @@
-"""The published OpenAPI schema: valid OpenAPI 3, API-key security and problem responses on every orders operation."""
+"""The published OpenAPI schema: valid OpenAPI 3, API-key security, and every status, header and bound it documents."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +13,15 @@ import jsonschema
 import pytest
 from django.test import Client
 from drf_spectacular.validation import validate_schema
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # The ApiKey security scheme is an extension class that drf-spectacular only knows once its module is
 # imported. Import it here so these in-process tests check the schema a warmed-up process serves,
 # whatever ran first; test_a_fresh_process_serves_api_key_security covers the cold start.
 import apps.core.openapi  # noqa: F401
+from apps.core.errors import InvalidInput
+from apps.idempotency.keys import parse_key
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_URL = "/api/schema/"
@@ -152,3 +157,77 @@ def test_a_fresh_process_serves_api_key_security():
     security = json.loads(result.stdout.strip().splitlines()[-1])
     assert security
     assert all({"ApiKey": []} in requirements for requirements in security.values()), security
+
+
+# --- issue 15 §0: the schema describes the API exactly ------------------------------------------------
+
+UNSAFE = {"post", "put", "patch", "delete"}
+
+
+def operations(schema: dict) -> list[tuple[str, str, dict]]:
+    return [(path, method, operation) for path, item in schema["paths"].items()
+            for method, operation in item.items() if method in HTTP_METHODS]
+
+
+def test_every_operation_documents_every_status_it_can_answer(openapi):
+    """gunicorn's 414/431, a dependency's 503, and on unsafe operations 409/413/415/422 were missing."""
+    for path, method, operation in operations(openapi):
+        expected = {"400", "401", "403", "404", "406", "414", "429", "431", "500", "503"}
+        if method in UNSAFE:
+            expected |= {"409", "413", "415", "422"}
+        assert expected <= set(operation["responses"]), f"{method.upper()} {path}"
+        for status, response in operation["responses"].items():
+            assert response["headers"]["X-Request-ID"]["required"], f"{method.upper()} {path} {status}"
+
+
+def test_request_bodies_refuse_unknown_fields(openapi):
+    """The serializers refuse unknown fields, so every request body says additionalProperties: false."""
+    schemas = openapi["components"]["schemas"]
+    for path, method, operation in operations(openapi):
+        content = operation.get("requestBody", {}).get("content", {})
+        assert not content or operation["requestBody"]["required"], f"{method.upper()} {path}"
+        for media in content.values():
+            schema = schemas[media["schema"]["$ref"].rsplit("/", 1)[1]]
+            for branch in schema.get("oneOf", [schema]):
+                assert branch["additionalProperties"] is False, f"{method.upper()} {path}"
+
+
+def test_page_parameters_are_bounded_integers(openapi):
+    for path, _method, operation in operations(openapi):
+        parameters = {parameter["name"]: parameter["schema"] for parameter in operation.get("parameters", [])}
+        if "page" in parameters:
+            assert parameters["page"] == {"type": "integer", "minimum": 1, "maximum": 1_000_000}, path
+            assert parameters["page_size"] == {"type": "integer", "minimum": 1, "maximum": 200}, path
+            page_schema = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+            assert "count_estimated" in openapi["components"]["schemas"][page_schema.rsplit("/", 1)[1]]["required"]
+
+
+def idempotency_key_schema(openapi) -> dict:
+    parameters = openapi["paths"]["/api/orders/"]["post"]["parameters"]
+    return next(parameter["schema"] for parameter in parameters if parameter["name"] == "Idempotency-Key")
+
+
+# What an HTTP client can put in a header value: no leading whitespace (requests refuses it), no CR/LF/NUL.
+header_values = st.text(st.characters(min_codepoint=0x09, max_codepoint=0xFF,
+                                      exclude_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0"),
+                        min_size=1, max_size=300).filter(lambda value: not value[0].isspace())
+key_like = st.one_of(
+    header_values,
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=260),
+    st.text(st.sampled_from('ab\\" '), min_size=1, max_size=12).map(lambda inner: f'"{inner}"'),
+    st.text(st.sampled_from('ab\\" '), min_size=1, max_size=12).map(lambda inner: f'"{inner}"  '),
+).filter(lambda value: not value[0].isspace())
+
+
+@settings(max_examples=2000, deadline=None, database=None)
+@given(value=key_like)
+def test_the_idempotency_key_pattern_accepts_exactly_what_the_server_does(openapi, value):
+    """issue 15 §0: the schema said "1-255 characters" while the server refused e.g. a lone opening quote."""
+    pattern = idempotency_key_schema(openapi)["pattern"]
+    try:
+        parse_key(value.strip(" \t"))  # HTTP servers drop a header value's surrounding spaces and tabs
+        accepted = True
+    except InvalidInput:
+        accepted = False
+
+    assert bool(re.fullmatch(pattern, value)) == accepted, value

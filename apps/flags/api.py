@@ -12,7 +12,7 @@ from typing import Any
 
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import IsAuthenticated
@@ -21,16 +21,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.errors import InvalidInput, NotFound
-from apps.core.pagination import StandardPagination
+from apps.core.pagination import PageQuerySerializer, StandardPagination
 from apps.core.permissions import StaffModelPermissions, model_permission
 from apps.flags.context import request_context
 from apps.flags.definitions import definition_of
 from apps.flags.engine import ERROR
 from apps.flags.evaluation import get_details
 from apps.flags.models import KEY_PATTERN, Flag
+from apps.flags.openapi import EXAMPLE_KEY
 from apps.flags.serializers import (
     EVALUATIONS_SCHEMA,
     EvaluateQuerySerializer,
+    FlagDeleteQuerySerializer,
     FlagPatchSerializer,
     FlagSerializer,
     FlagWriteSerializer,
@@ -41,11 +43,8 @@ from apps.flags.serializers import (
 from apps.flags.services import flag_delete, flag_save, flag_update
 
 KEY_PARAMETER = OpenApiParameter(
-    "key", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=KEY_PATTERN, description="The flag's key."
-)
-REASON_PARAMETER = OpenApiParameter(
-    "reason", OpenApiTypes.STR, OpenApiParameter.QUERY, required=False,
-    description='Why (required): here, or as {"reason": ...} in a JSON body.',
+    "key", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=KEY_PATTERN, description="The flag's key.",
+    examples=[OpenApiExample("the example flag", value=EXAMPLE_KEY)],
 )
 
 
@@ -82,12 +81,6 @@ def _checked(serializer_class: type[serializers.Serializer], body: Mapping[str, 
     return serializer.validated_data["reason"]
 
 
-def _reason(value: Any) -> str:
-    checked = ReasonSerializer(data={} if value is None else {"reason": value})
-    checked.is_valid(raise_exception=True)
-    return checked.validated_data["reason"]
-
-
 def _actor(request: Request) -> str:
     return request.user.get_username()
 
@@ -103,6 +96,7 @@ class FlagListCreateView(GenericAPIView):
 
     @extend_schema(operation_id="flags_list", responses=FlagSerializer(many=True))
     def get(self, request: Request) -> Response:
+        PageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
         page = self.paginate_queryset(Flag.objects.prefetch_related("rules").order_by("key"))
         return self.get_paginated_response([_flag_data(flag) for flag in page])
 
@@ -175,12 +169,14 @@ class FlagDetailView(APIView):
         return Response(_flag_data(flag))
 
     @extend_schema(
-        operation_id="flags_destroy", parameters=[KEY_PARAMETER, REASON_PARAMETER], request=None,
+        operation_id="flags_destroy", parameters=[KEY_PARAMETER, FlagDeleteQuerySerializer], request=None,
         responses={204: None},
         description="Delete the flag; evaluations then answer the caller's default with reason ERROR.",
     )
     def delete(self, request: Request, key: str) -> Response:
         body = _body(request)
-        reason = _reason(body.get("reason", request.query_params.get("reason")))
+        query = FlagDeleteQuerySerializer(data=request.query_params, partial=bool(body))
+        query.is_valid(raise_exception=True)
+        reason = _checked(ReasonSerializer, body) if body else query.validated_data["reason"]
         flag_delete(key=key, actor=_actor(request), reason=reason)
         return Response(status=status.HTTP_204_NO_CONTENT)

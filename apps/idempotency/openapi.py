@@ -2,9 +2,14 @@
 
 from django.conf import settings
 
-from apps.core.openapi import PROBLEM_REF
+from apps.core.openapi import UNSAFE_METHODS, problem_response
 
-UNSAFE = ("post", "put", "patch", "delete")
+# What apps.idempotency.keys.parse_key accepts, as the server receives it: 1-255 printable ASCII, bare or
+# as a structured-field string with only \" and \\ escaped. HTTP drops a value's surrounding spaces and
+# tabs, so a bare key starts and ends with a visible character and may be followed by spaces or tabs.
+_BARE = r'[!#-~](?:[ -~]{0,253}[!-~])?'
+_QUOTED = r'"(?:[ !#-\[\]-~]|\\["\\]){1,255}"'
+KEY_PATTERN = rf"^(?:{_BARE}|{_QUOTED})[ \t]*$"
 
 
 def document_idempotency(result, generator, request, public):
@@ -14,25 +19,25 @@ def document_idempotency(result, generator, request, public):
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "schema": {"type": "string", "pattern": KEY_PATTERN},
         "description": (
             "Makes a retry safe: the first request with a key runs, later ones with the same key, method, path "
-            "and body replay its stored response (with `Idempotent-Replayed: true`). Keys are scoped to the "
-            f"caller and kept {hours:g} hours. A different body with the same key answers 422; a retry while "
-            "the first is still running answers 409 with Retry-After."
+            "and body replay its stored response (with `Idempotent-Replayed: true`). Keys are 1-255 printable "
+            'ASCII characters, or a quoted string (`"..."`, escaping `"` and `\\`). They are scoped to the '
+            f"caller and kept {hours:g} hours. A different request with the same key answers 422; a retry "
+            "while the first is still running answers 409 with Retry-After."
         ),
     }
-    problem = {"content": {"application/problem+json": {"schema": PROBLEM_REF}}}
     for path_item in result.get("paths", {}).values():
         for method, operation in path_item.items():
-            if method not in UNSAFE:
+            if method not in UNSAFE_METHODS:
                 continue
             operation.setdefault("parameters", []).append(parameter)
             responses = operation.setdefault("responses", {})
-            responses["400"] = {"description": "Malformed request, invalid fields, or a malformed/missing "
-                                "Idempotency-Key.", **problem}
-            responses.setdefault("409", {"description": "A request with this Idempotency-Key is in progress.",
-                                         **problem})
-            responses.setdefault("422", {"description": "The Idempotency-Key was used for a different request.",
-                                         **problem})
+            responses["400"] = problem_response(
+                "Malformed request, invalid fields, or a malformed or missing Idempotency-Key.")
+            responses.setdefault("409", problem_response(
+                "A request with this Idempotency-Key is in progress (Retry-After), or a conflict with the "
+                "resource's state."))
+            responses.setdefault("422", problem_response("The Idempotency-Key was used for a different request."))
     return result

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.core.pagination import StandardPagination
+from apps.core.pagination import PageQuerySerializer, StandardPagination
 from apps.orders.selectors import order_get, order_list
 from apps.orders.serializers import OrderCreateSerializer, OrderSerializer
 from apps.orders.services import order_place
@@ -21,12 +21,18 @@ class OrderListCreateView(GenericAPIView):
     pagination_class = StandardPagination
     serializer_class = OrderSerializer
 
-    @extend_schema(operation_id="orders_list", responses=OrderSerializer(many=True))
+    @extend_schema(operation_id="orders_list", parameters=[PageQuerySerializer], responses=OrderSerializer(many=True))
     def get(self, request: Request) -> Response:
+        PageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
         page = self.paginate_queryset(order_list(owner=request.user))
         return self.get_paginated_response(OrderSerializer(page, many=True).data)
 
-    @extend_schema(operation_id="orders_create", request=OrderCreateSerializer, responses={201: OrderSerializer})
+    @extend_schema(
+        operation_id="orders_create", request=OrderCreateSerializer, responses={201: OrderSerializer},
+        parameters=[OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[201], required=True,
+                                     description="The new order's URL.")],
+        examples=[OpenApiExample("two books", value={"sku": "BOOK-1", "quantity": 2}, request_only=True)],
+    )
     def post(self, request: Request) -> Response:
         serializer = OrderCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.core.audit import Actor, Via
+from apps.core.counting import CountingPaginator
 from apps.core.crypto import EncryptionUnavailable
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.selectors import outbox_stats
@@ -121,6 +122,7 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     # Both would count the whole table on every page load (facets once per filter choice).
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
+    paginator = CountingPaginator  # the paginator's count would be a third full-table count
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """Retry and discard change rows, so they need the change permission the detail view does not grant."""
@@ -246,6 +248,7 @@ class InboxEntryAdmin(ReadOnlyAdmin):
     fields = readonly_fields = ("consumer", "message_id", "processed_at")
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
+    paginator = CountingPaginator
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()

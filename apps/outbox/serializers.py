@@ -11,6 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.core.crypto import EncryptionUnavailable, decrypt_text
+from apps.core.pagination import PageQuerySerializer
 from apps.outbox.models import OutboxMessage
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,9 @@ def parse_payload(text: str) -> Any:
         return text
 
 
-class OutboxMessageFilterSerializer(serializers.Serializer):
+class OutboxMessageFilterSerializer(PageQuerySerializer):
+    """The query of GET /api/outbox/messages/: filters and pages; anything else is a 400."""
+
     # Blank values mean "no filter", as an HTML form or a templated URL sends them.
     status = serializers.ChoiceField(choices=OutboxMessage.Status.choices, required=False, allow_blank=True)
     kind = serializers.ChoiceField(choices=OutboxMessage.Kind.choices, required=False, allow_blank=True)
