@@ -12,10 +12,16 @@ from apps.core.errors import InvalidInput
 HEADER = "Idempotency-Key"
 MAX_LENGTH = 255
 
-# What the header may hold, for the OpenAPI schema (parse_key is the authority, tested to agree): a bare
-# key (printable ASCII, no comma, not opening with a quote) or an RFC 8941 string of such characters,
-# where a comma is allowed and \" and \\ are the only escapes.
+# What parse_key accepts (it is the authority; a property test checks they agree): a bare key (printable
+# ASCII, no comma, not opening with a quote) or an RFC 8941 string of such characters, where a comma is
+# allowed and \" and \\ are the only escapes.
 KEY_PATTERN = r'^(?:[ !#-+\--~][ -+\--~]{0,254}|"(?:[ !#-\[\]-~]|\\["\\]){1,255}")$'
+# What a client may send, as the OpenAPI schema publishes it (tests/test_openapi.py checks it against
+# parse_key): HTTP drops a value's surrounding spaces and tabs, so a bare key starts and ends with a
+# visible character (no comma) and may be followed by spaces or tabs; a quoted key is as above.
+_BARE = r'[!#-+\--~](?:[ -+\--~]{0,253}[!-+\--~])?'
+_QUOTED = r'"(?:[ !#-\[\]-~]|\\["\\]){1,255}"'
+HEADER_PATTERN = rf"^(?:{_BARE}|{_QUOTED})[ \t]*$"
 REPEATED = (f"Send one {HEADER} header. Servers join repeated headers with a comma, so a bare key cannot "
             "contain one; quote the key to include a comma.")
 

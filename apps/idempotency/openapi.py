@@ -3,13 +3,7 @@
 from django.conf import settings
 
 from apps.core.openapi import UNSAFE_METHODS, problem_response
-
-# What apps.idempotency.keys.parse_key accepts, as the server receives it: 1-255 printable ASCII, bare or
-# as a structured-field string with only \" and \\ escaped. HTTP drops a value's surrounding spaces and
-# tabs, so a bare key starts and ends with a visible character and may be followed by spaces or tabs.
-_BARE = r'[!#-~](?:[ -~]{0,253}[!-~])?'
-_QUOTED = r'"(?:[ !#-\[\]-~]|\\["\\]){1,255}"'
-KEY_PATTERN = rf"^(?:{_BARE}|{_QUOTED})[ \t]*$"
+from apps.idempotency.keys import HEADER_PATTERN
 
 
 def document_idempotency(result, generator, request, public):
@@ -19,7 +13,7 @@ def document_idempotency(result, generator, request, public):
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "pattern": KEY_PATTERN},
+        "schema": {"type": "string", "pattern": HEADER_PATTERN},
         "description": (
             "Makes a retry safe: the first request with a key runs, later ones with the same key, method, path "
             "and body replay its stored response (with `Idempotent-Replayed: true`). Keys are 1-255 printable "

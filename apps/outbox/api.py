@@ -118,8 +118,8 @@ class OutboxMessageRedriveView(APIView):
         responses={202: RedriveSerializer},
         description="Deliver a published event to one of its topic's subscribers again, bypassing the "
                     "subscriber's inbox entry (e.g. after a flag-gated subscriber skipped it). Audited; the "
-                    "reason is required. 404 if the row is gone (purged), 409 if it is not a published event, "
-                    "400 if the subscriber does not subscribe to its topic.",
+                    "reason is required. 404 if the row is gone (purged), 409 if it is not a published event "
+                    "or the subscriber does not subscribe to its topic.",
     )
     def post(self, request: Request, message_id: int) -> Response:
         body = RedriveRequestSerializer(data=request.data)

@@ -43,3 +43,8 @@ def subscribers_for(topic: str) -> list[Subscriber]:
 def subscriber_named(name: str) -> Subscriber | None:
     """The subscriber registered under ``name``, if any."""
     return _by_name.get(name)
+
+
+def subscriber_names() -> list[str]:
+    """Every registered subscriber's name, sorted."""
+    return sorted(_by_name)

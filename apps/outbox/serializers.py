@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -12,7 +11,9 @@ from rest_framework import serializers
 
 from apps.core.crypto import EncryptionUnavailable, decrypt_text
 from apps.core.pagination import PageQuerySerializer
+from apps.core.serializers import StrictSerializer
 from apps.outbox.models import OutboxMessage
+from apps.outbox.registry import subscriber_names
 
 logger = logging.getLogger(__name__)
 
@@ -85,33 +86,23 @@ class OutboxStatsSerializer(serializers.Serializer):
     published_last_minute = serializers.IntegerField()
 
 
-class StrictBodySerializer(serializers.Serializer):
-    """A JSON-object request body whose unknown fields and non-string texts are errors, not silently accepted."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, Mapping):
-            errors = {name: ["Unknown field."] for name in sorted(set(data) - set(self.fields))}
-            errors.update({
-                name: ["Not a string."] for name, field in self.fields.items()
-                if isinstance(field, serializers.CharField) and name in data and not isinstance(data[name], str)
-            })
-            if errors:
-                raise serializers.ValidationError(errors)
-        return super().to_internal_value(data)
-
-
-class OperatorReasonSerializer(StrictBodySerializer):
+class OperatorReasonSerializer(StrictSerializer):
     """Optional body of retry and discard: why, for the operator audit log."""
 
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000,
                                    help_text="Why: recorded in the operator audit log.")
 
 
-class RedriveRequestSerializer(StrictBodySerializer):
-    """Body of a re-drive: which subscriber runs the event again, and why (required)."""
+class RedriveRequestSerializer(StrictSerializer):
+    """Body of a re-drive: which subscriber runs the event again, and why (required, not blank)."""
 
-    subscriber = serializers.CharField(max_length=200, help_text="A subscriber of the event's topic.")
-    reason = serializers.CharField(max_length=2000, help_text="Why: recorded in the operator audit log.")
+    subscriber = serializers.ChoiceField(choices=(), help_text="A subscriber of the event's topic.")
+    reason = serializers.RegexField(r"\S", max_length=2000, help_text="Why: recorded in the operator audit log.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The subscribers registered in this process (the schema lists them), read when the body is parsed.
+        self.fields["subscriber"].choices = subscriber_names()
 
 
 class RedriveSerializer(serializers.Serializer):

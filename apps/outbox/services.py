@@ -155,9 +155,11 @@ def _check_redrivable(event: OutboxMessage, subscriber: str) -> None:
         hint = "the relay will deliver it" if event.status == OutboxMessage.Status.PENDING else "retry it instead"
         raise Conflict(f"Event {event.pk} is {event.status}; only published events are re-driven ({hint}).")
     registered = subscriber_named(subscriber)
-    if registered is None or registered.topic != event.name:
-        error = _subscriber_error(subscriber, None if registered is None else event.name)
+    if registered is None:
+        error = _subscriber_error(subscriber, None)
         raise InvalidInput(error["message"], errors=[error])
+    if registered.topic != event.name:  # a real subscriber, but not of this event: the event is the mismatch
+        raise Conflict(_subscriber_error(subscriber, event.name)["message"])
 
 
 def _redrive(event: OutboxMessage, subscriber: str, actor: Actor, reason: str) -> Redrive:
