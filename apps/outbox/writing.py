@@ -44,8 +44,12 @@ def enqueue(
     key: str | None = None,
     queue: str | None = None,
     delay: timedelta | float | None = None,
+    hold_key: bool = False,
 ) -> OutboxMessage:
-    """Record a dispatch of Celery task ``task_name``; ``delay`` is the earliest run, kept in the database."""
+    """Record a dispatch of Celery task ``task_name``; ``delay`` is the earliest run, kept in the database.
+
+    A delayed message does not hold back later messages of its ``key`` unless ``hold_key`` is set.
+    """
     _check_name(task_name, "task name")
     if task_name not in TASK_QUEUES:
         raise OutboxError(f"Unknown task {task_name!r}: it is not listed in apps.core.task_contract.TASK_QUEUES.")
@@ -54,7 +58,7 @@ def enqueue(
     if seconds < 0:
         raise OutboxError("delay must not be negative.")
     return _write(kind=OutboxMessage.Kind.TASK, name=task_name, key=key, queue=queue or TASK_QUEUES[task_name],
-                  text=text, headers=None, encrypt=False, delay_seconds=seconds)
+                  text=text, headers=None, encrypt=False, delay_seconds=seconds, hold_key=hold_key)
 
 
 def _check_name(value: str, what: str) -> None:
@@ -95,7 +99,7 @@ def _context_headers(extra: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _write(*, kind: str, name: str, key: str | None, queue: str, text: str, headers: Mapping[str, Any] | None,
-           encrypt: bool, delay_seconds: float = 0) -> OutboxMessage:
+           encrypt: bool, delay_seconds: float = 0, hold_key: bool = False) -> OutboxMessage:
     if not connection.in_atomic_block and not settings.OUTBOX_ALLOW_AUTOCOMMIT:
         raise OutboxError(
             "publish()/enqueue() must run inside transaction.atomic(), so the message commits with your "
@@ -109,7 +113,7 @@ def _write(*, kind: str, name: str, key: str | None, queue: str, text: str, head
     message = OutboxMessage(
         kind=kind, name=name, key=key, queue=queue, payload=encrypt_text(text) if encrypt else text,
         encrypted=encrypt, headers=_context_headers(headers), created_at=now,
-        available_at=now + timedelta(seconds=delay_seconds),
+        available_at=now + timedelta(seconds=delay_seconds), holds_key=hold_key,
     )
     message.headers["message_id"] = str(message.message_id)
     message.save(force_insert=True)
