@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 from apps.core.admin_base import ReadOnlyAdmin
 from apps.core.crypto import EncryptionUnavailable
 from apps.outbox.models import InboxEntry, OutboxMessage
+from apps.outbox.relay_status import relay_status_text
 from apps.outbox.selectors import outbox_stats
 from apps.outbox.serializers import parse_payload, payload_text
 from apps.outbox.services import outbox_discard, outbox_retry
@@ -139,6 +140,9 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
                 "outbox_counts": list(stats["counts"].items()),
                 "outbox_oldest_pending_age": age_text(stats["oldest_pending_age_seconds"]),
                 "outbox_published_last_minute": stats["published_last_minute"],
+                "outbox_unroutable_events": stats["unroutable_events"],
+                "outbox_relays": [(relay, relay_status_text(relay)) for relay in stats["relays"]],
+                "outbox_relay_problem": stats["relay_problem"],
             }
         return super().changelist_view(request, extra_context=extra_context)
 
