@@ -11,7 +11,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.production")
 app = Celery("taskplane")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
-from workers import observability  # noqa: E402  (signal handlers need the app)
+from workers import observability, startup  # noqa: E402  (signal handlers need the app)
 from workers.beat import BEAT_SCHEDULE  # noqa: E402
 from workers.queues import TASK_QUEUES, task_routes  # noqa: E402
 
@@ -21,3 +21,4 @@ app.conf.beat_schedule = BEAT_SCHEDULE
 # Task modules are imported when the worker starts, after Django is set up.
 app.conf.imports = ["workers.tasks.core", "workers.tasks.outbox", "workers.tasks.idempotency", "workers.tasks.flags"]
 observability.connect(app)
+startup.connect(app)

@@ -13,6 +13,9 @@ from workers import app
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# A worker that consumes the outbox queue starts a relay, which holds one process for its lease: tasks need another.
+TASK_PROCESSES = "2"
+
 
 def _broker_url(name: str) -> str:
     return {"redis": settings.CELERY_BROKER_URL, "rabbitmq": settings.RABBITMQ_URL}[name]
@@ -21,7 +24,7 @@ def _broker_url(name: str) -> str:
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_worker_runs_a_task_sent_by_name(broker, tmp_path, broker_redis):
     log = tmp_path / "worker.log"
-    with celery_process("worker", log, "--concurrency", "1", broker_url=_broker_url(broker)):
+    with celery_process("worker", log, "--concurrency", TASK_PROCESSES, broker_url=_broker_url(broker)):
         with app.connection_for_write(_broker_url(broker)) as connection:
             app.send_task(HEARTBEAT, args=[f"test-{broker}"], connection=connection)
 
@@ -44,7 +47,7 @@ def test_worker_consumes_every_taskplane_queue(tmp_path, broker_redis):
 
 def test_pickle_messages_are_refused(tmp_path, broker_redis):
     log = tmp_path / "worker.log"
-    with celery_process("worker", log, "--concurrency", "1"):
+    with celery_process("worker", log, "--concurrency", TASK_PROCESSES):
         app.send_task(HEARTBEAT, args=["pickled"], serializer="pickle")
         app.send_task(HEARTBEAT, args=["after-pickle"])
         wait_until(lambda: Heartbeat.objects.filter(name="after-pickle").exists(), timeout=30)
@@ -55,7 +58,7 @@ def test_pickle_messages_are_refused(tmp_path, broker_redis):
 
 def test_beat_drives_the_heartbeat_through_a_worker(tmp_path, broker_redis):
     schedule = str(tmp_path / "beat-schedule")
-    with celery_process("worker", tmp_path / "worker.log", "--concurrency", "1", HEARTBEAT_SECONDS="1"):
+    with celery_process("worker", tmp_path / "worker.log", "--concurrency", TASK_PROCESSES, HEARTBEAT_SECONDS="1"):
         with celery_process("beat", tmp_path / "beat.log", "--schedule", schedule, HEARTBEAT_SECONDS="1"):
             first = wait_until(lambda: Heartbeat.objects.filter(name="beat").first(), timeout=30)
             wait_until(lambda: Heartbeat.objects.get(name="beat").beat_at > first.beat_at, timeout=30,
@@ -63,7 +66,7 @@ def test_beat_drives_the_heartbeat_through_a_worker(tmp_path, broker_redis):
 
 
 def test_tasks_are_idempotent_when_run_twice(tmp_path, broker_redis):
-    with celery_process("worker", tmp_path / "worker.log", "--concurrency", "1"):
+    with celery_process("worker", tmp_path / "worker.log", "--concurrency", TASK_PROCESSES):
         for _ in range(2):
             app.send_task(HEARTBEAT, args=["twice"])
         wait_until(lambda: Heartbeat.objects.filter(name="twice").exists(), timeout=30)
