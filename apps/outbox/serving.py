@@ -97,14 +97,16 @@ class _SlotLost(Exception):
 
 
 def relay_serve(*, lease_seconds: float | None = None) -> str:
-    """Relay until the lease ends. Returns "busy" when every slot is taken, else "lease-ended".
+    """Relay until the lease ends: "lease-ended", "busy" (every slot is taken) or "database-unavailable".
 
-    While the database is unreachable it keeps trying until the lease ends, so the task's successor
-    chain (and a worker running without beat) outlives a database restart.
+    While the database is unreachable it keeps trying until the lease ends and then answers
+    "database-unavailable" (never having held a slot), so the task's successor chain, and with it a
+    worker running without beat, outlives a database restart.
     """
     lease = settings.OUTBOX_RELAY_LEASE_SECONDS if lease_seconds is None else lease_seconds
     deadline = time.monotonic() + lease
     failures = 0
+    served = False
     while (remaining := deadline - time.monotonic()) > 0:
         try:
             waker = PostgresWaker() if connection.vendor == "postgresql" else FileWaker()
@@ -118,7 +120,7 @@ def relay_serve(*, lease_seconds: float | None = None) -> str:
             if slot is None:
                 return "busy"
             logger.info("Outbox relay serving slot %s for %.0fs", slot, remaining)
-            failures = 0
+            failures, served = 0, True
             _serve(waker, RelayStatusRecorder(slot=slot), deadline=deadline)
             return "lease-ended"
         except (_SlotLost, DatabaseError, psycopg.Error) as exc:
@@ -127,7 +129,7 @@ def relay_serve(*, lease_seconds: float | None = None) -> str:
             time.sleep(min(_pause(failures), max(0.0, deadline - time.monotonic())))
         finally:
             waker.close()
-    return "lease-ended"
+    return "lease-ended" if served else "database-unavailable"
 
 
 def _log_slot_error(exc: BaseException, failures: int) -> None:

@@ -170,3 +170,24 @@ def test_admin_summary_bar_shows_the_relay_failing(client, django_user_model):
     assert "77 failed cycle(s) in a row): OperationalError: database is locked" in page
     assert 'id="outbox-relay-problem"' in page
     assert "reached no queue: <strong>4</strong>" in page.replace("\n", "").replace("    ", "")
+
+
+def test_an_unreachable_database_is_retried_for_the_lease_and_logged_once(monkeypatch, caplog):
+    """A relay that cannot even open its slot connection waits out its lease instead of failing the task, so
+    its successor (and a worker without beat) keeps trying; the outage is logged once, not per attempt."""
+    import psycopg
+
+    attempts = []
+
+    def unreachable():
+        attempts.append(1)
+        raise psycopg.OperationalError("connection to server at 127.0.0.1, port 5432 failed: Connection refused")
+
+    monkeypatch.setattr(serving, "PostgresWaker", unreachable)
+    monkeypatch.setattr(serving, "_PAUSE_BASE_SECONDS", 0.01)
+
+    with caplog.at_level(logging.WARNING, logger="apps.outbox.serving"):
+        assert serving.relay_serve(lease_seconds=0.5) == "database-unavailable"
+
+    assert len(attempts) > 1
+    assert sum("cannot hold a slot" in record.getMessage() for record in caplog.records) == 1
