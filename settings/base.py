@@ -131,6 +131,7 @@ SPECTACULAR_SETTINGS = {
         "FlagRuleKindEnum": "apps.flags.models.FlagRule.Kind",
         "OutboxKindEnum": "apps.outbox.models.OutboxMessage.Kind",
         "OutboxStatusEnum": "apps.outbox.models.OutboxMessage.Status",
+        "OutboxRelayStateEnum": "apps.outbox.selectors.RELAY_STATES",
     },
     # Swagger UI is served from this deployment (drf-spectacular-sidecar), not from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -14,6 +14,9 @@ from django.db.models.functions import Now
 
 from apps.outbox.models import OutboxMessage, RelayStatus
 
+# A relay slot's state: its last cycle succeeded, its last cycle failed, or nobody serves it any more.
+RELAY_STATES = ("ok", "failing", "stopped")
+
 
 def _seconds(age: timedelta | None) -> float | None:
     return None if age is None else round(max(0.0, age.total_seconds()), 3)

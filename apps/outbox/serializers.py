@@ -11,6 +11,7 @@ from rest_framework import serializers
 
 from apps.core.crypto import EncryptionUnavailable, decrypt_text
 from apps.outbox.models import OutboxMessage
+from apps.outbox.selectors import RELAY_STATES
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class RelayStatusSerializer(serializers.Serializer):
     slot = serializers.IntegerField()
     holder = serializers.CharField(help_text="Host and process serving the slot (empty before the first holder).")
     state = serializers.ChoiceField(
-        choices=["ok", "failing", "stopped"],
+        choices=RELAY_STATES,
         help_text="failing: its last cycle failed; stopped: nobody has written this slot's status for "
                   "OUTBOX_RELAY_STALL_SECONDS.",
     )
