@@ -57,11 +57,8 @@ class OutboxMessage(models.Model):
             # The relay's hot path reads only pending rows: partial indexes keep it as fast with a
             # million retained published rows as with none.
             models.Index(fields=["id"], name="outbox_pending", condition=Q(status="pending")),
-            # The held-back check reads these columns of a key's earlier pending rows: covered, it stays an
-            # index-only scan of pending rows instead of walking the key's whole history.
             models.Index(
-                fields=["key", "id"], name="outbox_pending_key", condition=Q(status="pending", key__isnull=False),
-                include=["available_at", "attempts", "holds_key"],
+                fields=["key", "id"], name="outbox_pending_key", condition=Q(status="pending", key__isnull=False)
             ),
             models.Index(fields=["status", "published_at"], name="outbox_status_published"),
             models.Index(fields=["name", "id"], name="outbox_name"),
