@@ -133,6 +133,7 @@ SPECTACULAR_SETTINGS = {
         "FlagRuleKindEnum": "apps.flags.models.FlagRule.Kind",
         "OutboxKindEnum": "apps.outbox.models.OutboxMessage.Kind",
         "OutboxStatusEnum": "apps.outbox.models.OutboxMessage.Status",
+        "OutboxRelayStateEnum": "apps.outbox.selectors.RELAY_STATES",
     },
     # Swagger UI is served from this deployment (drf-spectacular-sidecar), not from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -229,6 +230,8 @@ if OUTBOX_INBOX_RETENTION_DAYS * 86400 <= _REDELIVERY_HORIZON_SECONDS:
 OUTBOX_RELAYS = env.integer("OUTBOX_RELAYS", 1, minimum=1)
 OUTBOX_RELAY_LEASE_SECONDS = env.integer("OUTBOX_RELAY_LEASE_SECONDS", 20, minimum=1)
 OUTBOX_RELAY_TICK_SECONDS = env.integer("OUTBOX_RELAY_TICK_SECONDS", 5, minimum=1)
+# /health/ fails when messages have been due this long and no relay cycle succeeded for as long.
+OUTBOX_RELAY_STALL_SECONDS = env.integer("OUTBOX_RELAY_STALL_SECONDS", 60, minimum=5)
 # Fallback poll when a NOTIFY wake-up is lost (PostgreSQL), and the SQLite relay's poll interval.
 OUTBOX_POLL_SECONDS = env.integer("OUTBOX_POLL_MS", 1000, minimum=10) / 1000
 OUTBOX_SQLITE_POLL_SECONDS = 0.2

@@ -21,4 +21,4 @@ app.conf.beat_schedule = BEAT_SCHEDULE
 # Task modules are imported when the worker starts, after Django is set up.
 app.conf.imports = ["workers.tasks.core", "workers.tasks.outbox", "workers.tasks.idempotency", "workers.tasks.flags"]
 observability.connect(app)
-startup.connect()
+startup.connect(app)

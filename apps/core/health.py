@@ -1,4 +1,8 @@
-"""Health checks (django-health-check) for the broker, workers and migrations, and the probe views."""
+"""Health checks (django-health-check) for the broker, workers and migrations, and the probe views.
+
+Apps add their own checks to /health/ with ``health_check_register`` from their AppConfig.ready (the outbox
+registers its relay check), so core never imports them.
+"""
 
 from __future__ import annotations
 
@@ -92,14 +96,31 @@ class Workers(HealthCheck):
             raise ServiceUnavailable(f"No worker consumes queue(s): {', '.join(missing)}")
 
 
+_app_checks: list[type[HealthCheck]] = []
+
+
+def health_check_register(check: type[HealthCheck]) -> None:
+    """Add an app's check to /health/ (not to /health/ready); call it from the app's AppConfig.ready."""
+    if check not in _app_checks:
+        _app_checks.append(check)
+
+
 class ProbeView(HealthCheckView):
     """HealthCheckView answering 503 (not 500) when a check fails, as load balancers expect."""
+
+    include_app_checks = False  # True: also run the checks apps registered
 
     async def dispatch(self, request, *args, **kwargs):
         response = await super().dispatch(request, *args, **kwargs)
         if response.status_code == 500:
             response.status_code = 503
         return response
+
+    def get_checks(self):
+        yield from super().get_checks()
+        if self.include_app_checks:
+            for check in _app_checks:  # read per request: apps register after this module is imported
+                yield check()
 
 
 # What the web needs to serve requests. The broker is not among them: requests never talk to it
@@ -111,7 +132,7 @@ WEB_CHECKS = [
 ]
 
 # /health/: everything, including the broker and a worker answering. /health/ready: the web's needs.
-health = ProbeView.as_view(checks=[*WEB_CHECKS, Broker, Workers])
+health = ProbeView.as_view(checks=[*WEB_CHECKS, Broker, Workers], include_app_checks=True)
 ready = ProbeView.as_view(checks=WEB_CHECKS)
 
 

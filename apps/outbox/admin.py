@@ -21,6 +21,7 @@ from apps.core.audit import Actor, Via
 from apps.core.counting import CountingPaginator
 from apps.core.crypto import EncryptionUnavailable
 from apps.outbox.models import InboxEntry, OutboxMessage
+from apps.outbox.relay_status import relay_status_text
 from apps.outbox.selectors import outbox_stats
 from apps.outbox.serializers import parse_payload, payload_text
 from apps.outbox.services import (
@@ -151,6 +152,9 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
                 "outbox_counts": list(stats["counts"].items()),
                 "outbox_oldest_pending_age": age_text(stats["oldest_pending_age_seconds"]),
                 "outbox_published_last_minute": stats["published_last_minute"],
+                "outbox_unroutable_events": stats["unroutable_events"],
+                "outbox_relays": [(relay, relay_status_text(relay)) for relay in stats["relays"]],
+                "outbox_relay_problem": stats["relay_problem"],
             }
         return super().changelist_view(request, extra_context=extra_context)
 

@@ -12,7 +12,10 @@ class OutboxConfig(AppConfig):
         # web and worker processes agree on who subscribes to what.
         autodiscover_modules("subscribers")
 
+        from apps.core.health import health_check_register
         from apps.core.metrics_view import expose_in_multiprocess_mode
         from apps.outbox.collectors import register_outbox_collector
+        from apps.outbox.health import OutboxRelay
 
         expose_in_multiprocess_mode(register_outbox_collector())
+        health_check_register(OutboxRelay)  # /health/ fails while the relay makes no progress

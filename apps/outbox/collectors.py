@@ -13,7 +13,7 @@ from weakref import WeakKeyDictionary
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Min
-from django.utils import timezone
+from django.db.models.functions import Now
 from prometheus_client.core import REGISTRY, CollectorRegistry, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -38,9 +38,9 @@ def pending_backlog() -> tuple[int, float]:
                 cursor.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
         # status='pending' matches the partial index, so this reads the backlog, not the retained history.
         row = OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).aggregate(
-            count=Count("id"), oldest=Min("created_at")
+            count=Count("id"), age=Now() - Min("created_at")  # the database clock, which writers use
         )
-    age = (timezone.now() - row["oldest"]).total_seconds() if row["oldest"] else 0.0
+    age = row["age"].total_seconds() if row["age"] is not None else 0.0
     return row["count"], max(0.0, age)
 
 

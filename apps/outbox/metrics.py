@@ -5,6 +5,11 @@ from prometheus_client import Counter, Histogram
 PUBLISHED = Counter("taskplane_outbox_published_total", "Messages the broker accepted", ["kind", "name"])
 FAILED = Counter("taskplane_outbox_failed_total", "Message publish attempts that failed", ["kind", "name"])
 DEAD = Counter("taskplane_outbox_dead_lettered_total", "Messages moved to dead letters", ["kind", "name"])
+UNROUTABLE = Counter(
+    "taskplane_outbox_unroutable_total", "Events published while no queue was bound and no subscriber listened",
+    ["name"],
+)
+RELAY_ERRORS = Counter("taskplane_outbox_relay_errors_total", "Relay cycles that failed, by exception type", ["error"])
 BROKER_UNAVAILABLE = Counter("taskplane_outbox_broker_unavailable_total", "Batches abandoned: broker unreachable")
 BATCH_SIZE = Histogram(
     "taskplane_outbox_relay_batch_size", "Rows claimed per relay batch", buckets=(1, 5, 20, 100, 250, 500, 1000, 2000)

@@ -45,6 +45,11 @@ class OutboxMessage(models.Model):
     # Both times come from the database clock (issue 15 §6): a skewed app server can neither delay
     # nor advance a message. A delayed write stores now() + delay (apps/outbox/writing.py).
     available_at = models.DateTimeField(db_default=Now(), help_text="Not relayed before this time.")
+    # A delayed row does not hold back later rows of its key unless its writer asked (docs/outbox.md,
+    # "Ordering keys"); a row waiting out a relay retry (attempts > 0) always does.
+    holds_key = models.BooleanField(
+        default=False, db_default=False, help_text="While delayed, later messages of its key wait for it."
+    )
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(db_default=Now())
     published_at = models.DateTimeField(null=True, blank=True)
@@ -65,6 +70,35 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name} #{self.pk} ({self.status})"
+
+
+class RelayStatus(models.Model):
+    """What one relay slot last did: its last successful cycle, its last error, and unroutable events.
+
+    Written by the slot's holder at most about once a second, and at once when its error state changes,
+    so a failing relay shows in stats, admin and /health/ within one cycle (apps/outbox/relay_status.py).
+    """
+
+    slot = models.PositiveSmallIntegerField(primary_key=True)
+    holder = models.CharField(max_length=200, blank=True, help_text="Host and process serving the slot.")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When the holder took the slot.")
+    last_success_at = models.DateTimeField(null=True, blank=True, help_text="End of the last successful cycle.")
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    error_count = models.PositiveIntegerField(default=0, help_text="Failed cycles in the last run of failures.")
+    unroutable_events = models.PositiveBigIntegerField(
+        default=0, help_text="Events published while no queue was bound and no subscriber listened."
+    )
+    last_unroutable_topic = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "relay status"
+        verbose_name_plural = "relay statuses"
+        ordering = ["slot"]
+
+    def __str__(self) -> str:
+        return f"relay slot {self.slot}"
 
 
 class InboxEntry(models.Model):

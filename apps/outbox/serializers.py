@@ -14,6 +14,7 @@ from apps.core.pagination import PageQuerySerializer
 from apps.core.serializers import StrictSerializer
 from apps.outbox.models import OutboxMessage
 from apps.outbox.registry import subscriber_names
+from apps.outbox.selectors import RELAY_STATES
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +81,38 @@ class OutboxStatusCountsSerializer(serializers.Serializer):
     discarded = serializers.IntegerField()
 
 
+class RelayStatusSerializer(serializers.Serializer):
+    slot = serializers.IntegerField()
+    holder = serializers.CharField(help_text="Host and process serving the slot (empty before the first holder).")
+    state = serializers.ChoiceField(
+        choices=RELAY_STATES,
+        help_text="failing: its last cycle failed; stopped: nobody has written this slot's status for "
+                  "OUTBOX_RELAY_STALL_SECONDS.",
+    )
+    started_at = serializers.DateTimeField(allow_null=True)
+    last_success_at = serializers.DateTimeField(allow_null=True, help_text="End of the last successful cycle.")
+    last_success_age_seconds = serializers.FloatField(allow_null=True)
+    last_error = serializers.CharField(help_text="Exception type and message of the last failed cycle.")
+    last_error_at = serializers.DateTimeField(allow_null=True)
+    last_error_age_seconds = serializers.FloatField(allow_null=True)
+    error_count = serializers.IntegerField(help_text="Failed cycles in the last run of failures.")
+    unroutable_events = serializers.IntegerField(help_text="Events this slot published that reached no queue.")
+    last_unroutable_topic = serializers.CharField()
+
+
 class OutboxStatsSerializer(serializers.Serializer):
     counts = OutboxStatusCountsSerializer()
     oldest_pending_age_seconds = serializers.FloatField()
     published_last_minute = serializers.IntegerField()
+    unroutable_events = serializers.IntegerField(
+        help_text="Events published while no queue was bound for them and no subscriber listened (all slots)."
+    )
+    relay_problem = serializers.CharField(
+        allow_null=True,
+        help_text="Why /health/ reports the relay failing (messages due and no successful cycle for "
+                  "OUTBOX_RELAY_STALL_SECONDS), or null.",
+    )
+    relays = RelayStatusSerializer(many=True)
 
 
 class OperatorReasonSerializer(StrictSerializer):

@@ -48,17 +48,19 @@ def enqueue(
     queue: str | None = None,
     delay: timedelta | float | None = None,
     dedup_key: str | None = None,
+    hold_key: bool = False,
 ) -> OutboxMessage:
     """Record a dispatch of Celery task ``task_name``; ``delay`` is the earliest run, kept in the database.
 
     With ``dedup_key`` at most one row holds that key while rows are retained: a later enqueue with
     the same key, in this or any other transaction, writes nothing and returns the row holding it.
+    A delayed message does not hold back later messages of its ``key`` unless ``hold_key`` is set.
     """
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
     if seconds < 0:
         raise OutboxError("delay must not be negative.")
     return _write_task(task_name, args=args, kwargs=kwargs, key=key, queue=queue, delay_seconds=seconds,
-                       dedup_key=dedup_key)
+                       dedup_key=dedup_key, hold_key=hold_key)
 
 
 def enqueue_carrying(
@@ -179,7 +181,7 @@ def _captured_context() -> dict[str, Any]:
 def _write(*, kind: str, name: str, key: str | None, queue: str, text: str, headers: Mapping[str, Any] | None,
            encrypt: bool, delay_seconds: float = 0, dedup_key: str | None = None,
            context: dict[str, Any] | None = None, status: str = OutboxMessage.Status.PENDING, attempts: int = 0,
-           last_error: str = "", ambient_headers: bool = True) -> OutboxMessage:
+           last_error: str = "", ambient_headers: bool = True, hold_key: bool = False) -> OutboxMessage:
     if not connection.in_atomic_block and not settings.OUTBOX_ALLOW_AUTOCOMMIT:
         raise OutboxError(
             "publish()/enqueue() must run inside transaction.atomic(), so the message commits with your "
@@ -192,7 +194,7 @@ def _write(*, kind: str, name: str, key: str | None, queue: str, text: str, head
         kind=kind, name=name, key=key, queue=queue, payload=encrypt_text(text) if encrypt else text,
         encrypted=encrypt, headers=_public_headers(headers, ambient=ambient_headers),
         context=_captured_context() if context is None else context, dedup_key=dedup_key, status=status,
-        attempts=attempts, last_error=last_error,
+        attempts=attempts, last_error=last_error, holds_key=hold_key,
     )
     message.headers["message_id"] = str(message.message_id)
     delay = timedelta(seconds=delay_seconds)

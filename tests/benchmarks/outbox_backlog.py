@@ -63,10 +63,10 @@ def refill(admin: psycopg.Connection, *, keyed: bool, truncate: bool = True) -> 
         admin.execute(f"TRUNCATE {TABLE}")
     admin.execute(
         f"""
-        INSERT INTO {TABLE} (message_id, kind, name, key, queue, payload, encrypted, headers, status, attempts,
-                             available_at, last_error, created_at, published_at)
+        INSERT INTO {TABLE} (message_id, kind, name, key, queue, payload, encrypted, headers, context, status,
+                             attempts, available_at, last_error, created_at, published_at)
         SELECT u, kind, name, CASE WHEN %s THEN key END, queue, payload, encrypted,
-               jsonb_set(headers, '{{message_id}}', to_jsonb(u::text)), 'pending', 0, now(), '', now(), NULL
+               jsonb_set(headers, '{{message_id}}', to_jsonb(u::text)), '{{}}', 'pending', 0, now(), '', now(), NULL
         FROM (SELECT gen_random_uuid() AS u, * FROM {TEMPLATE}) AS t ORDER BY seq
         """,
         [keyed],
@@ -79,14 +79,14 @@ def insert_retained(admin: psycopg.Connection, *, count: int, keys: int) -> floa
     started = time.perf_counter()
     admin.execute(
         f"""
-        INSERT INTO {TABLE} (message_id, kind, name, key, queue, payload, encrypted, headers, status, attempts,
-                             available_at, last_error, created_at, published_at)
+        INSERT INTO {TABLE} (message_id, kind, name, key, queue, payload, encrypted, headers, context, status,
+                             attempts, available_at, last_error, created_at, published_at)
         SELECT u, 'event', (ARRAY['order.placed', 'order.paid', 'order.shipped', '{TOPIC}'])[1 + g %% 4],
                'tenant-' || lpad((g %% %s)::text, 2, '0'), '',
                format('{{"order_id":%%s,"customer_id":%%s,"amount_cents":%%s,"currency":"EUR","sku":"SKU-%%s",'
                       '"quantity":%%s}}', g, 5000 + g %% 997, 1999 + g %% 500, lpad((g %% 313)::text, 4, '0'),
                       1 + g %% 3),
-               false, jsonb_build_object('message_id', u::text), 'published', 1, ts, '', ts,
+               false, jsonb_build_object('message_id', u::text), '{{}}', 'published', 1, ts, '', ts,
                ts + interval '15 milliseconds'
         FROM (SELECT g, gen_random_uuid() AS u,
                      now() - interval '7 days' + g * (interval '7 days' / %s) AS ts
@@ -103,7 +103,10 @@ def pending(admin: psycopg.Connection) -> int:
 
 
 def raw_drain(dsn: str, redis_url: str, *, target_list: str, batch_size: int) -> tuple[int, float]:
-    """The baseline: plain psycopg + redis-py batches (claim, pipelined LPUSH, mark, commit).
+    """The baseline: plain psycopg + redis-py batches (claim, one variadic LPUSH, mark, commit).
+
+    Like for like with the relay, which sends one multi-value LPUSH per queue and batch: here every
+    message goes to one list, so one LPUSH per batch.
 
     Returns (messages moved, seconds).
     """
@@ -121,8 +124,7 @@ def raw_drain(dsn: str, redis_url: str, *, target_list: str, batch_size: int) ->
                 if not rows:
                     break
                 pipe = client.pipeline(transaction=False)
-                for _, body in rows:
-                    pipe.lpush(target_list, body)
+                pipe.lpush(target_list, *(body for _, body in rows))
                 pipe.execute()
                 conn.execute(f"UPDATE {TABLE} SET status = 'published' WHERE id = ANY(%s)",
                              [[row_id for row_id, _ in rows]])

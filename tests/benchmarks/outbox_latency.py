@@ -78,8 +78,8 @@ def _writer(kind: str):
     conn = psycopg.connect(os.environ["TEST_DATABASE_URL"].replace("postgres://", "postgresql://", 1))
     insert = (
         f"INSERT INTO {OutboxMessage._meta.db_table} (message_id, kind, name, key, queue, payload, encrypted, "
-        "headers, status, attempts, available_at, last_error, created_at) "
-        "VALUES (%s, 'event', %s, %s, '', %s, false, %s, 'pending', 0, now(), '', now()) RETURNING id"
+        "headers, context, status, attempts, available_at, last_error, created_at) "
+        "VALUES (%s, 'event', %s, %s, '', %s, false, %s, '{}', 'pending', 0, now(), '', now()) RETURNING id"
     )
 
     def write(index: int, keys: int) -> str:

@@ -177,13 +177,14 @@ def test_concurrent_duplicate_deliveries_in_process_have_one_effect(user):
 
 
 def test_the_same_delivery_sent_twice_to_a_real_worker_has_one_effect(user, tmp_path):
-    # No beat and no relay: only the two messages sent below deliver this event.
+    # No beat and no relay (a worker on the outbox queue would start one): only the two messages sent below
+    # deliver this event.
     order = order_place(owner=user, sku="REDELIVERED", quantity=1)
     event = _envelope(order)
     # The id the relay gives this delivery, so the second message is what a broker redelivery looks like.
     task_id = str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{event['id']}:{SUBSCRIBER}"))
     with private_redis(tmp_path) as broker:
-        worker = RestartableWorker(tmp_path, "--concurrency", "2", broker_url=broker.url, **RELAY_ENV)
+        worker = RestartableWorker(tmp_path, "-Q", "events", "--concurrency", "2", broker_url=broker.url, **RELAY_ENV)
         try:
             worker.start()
             lock = OrderRowLock(order)

@@ -28,6 +28,12 @@ POLICY_TASKS = ("--include", "tests.workers.policy_tasks")
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# A worker that consumes the outbox queue starts a relay, which holds one process for its lease: tasks need another.
+TASK_PROCESSES = "2"
+# Where the test process itself relays (or nothing is relayed), workers leave the outbox queue alone, so
+# every pool process runs the tasks under test.
+NO_RELAY = ("--queues", "default,events,notifications")
+
 
 def _broker_url(name: str) -> str:
     return {"redis": settings.CELERY_BROKER_URL, "rabbitmq": settings.RABBITMQ_URL}[name]
@@ -36,7 +42,7 @@ def _broker_url(name: str) -> str:
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_worker_runs_a_task_sent_by_name(broker, tmp_path, broker_redis):
     log = tmp_path / "worker.log"
-    with celery_process("worker", log, "--concurrency", "1", broker_url=_broker_url(broker)):
+    with celery_process("worker", log, "--concurrency", TASK_PROCESSES, broker_url=_broker_url(broker)):
         with app.connection_for_write(_broker_url(broker)) as connection:
             app.send_task(HEARTBEAT, args=[f"test-{broker}"], connection=connection)
 
@@ -59,7 +65,7 @@ def test_worker_consumes_every_taskplane_queue(tmp_path, broker_redis):
 
 def test_pickle_messages_are_refused(tmp_path, broker_redis):
     log = tmp_path / "worker.log"
-    with celery_process("worker", log, "--concurrency", "1"):
+    with celery_process("worker", log, "--concurrency", TASK_PROCESSES):
         app.send_task(HEARTBEAT, args=["pickled"], serializer="pickle")
         app.send_task(HEARTBEAT, args=["after-pickle"])
         wait_until(lambda: Heartbeat.objects.filter(name="after-pickle").exists(), timeout=30)
@@ -70,7 +76,7 @@ def test_pickle_messages_are_refused(tmp_path, broker_redis):
 
 def test_beat_drives_the_heartbeat_through_a_worker(tmp_path, broker_redis):
     schedule = str(tmp_path / "beat-schedule")
-    with celery_process("worker", tmp_path / "worker.log", "--concurrency", "1", HEARTBEAT_SECONDS="1"):
+    with celery_process("worker", tmp_path / "worker.log", "--concurrency", TASK_PROCESSES, HEARTBEAT_SECONDS="1"):
         with celery_process("beat", tmp_path / "beat.log", "--schedule", schedule, HEARTBEAT_SECONDS="1"):
             first = wait_until(lambda: Heartbeat.objects.filter(name="beat").first(), timeout=30)
             wait_until(lambda: Heartbeat.objects.get(name="beat").beat_at > first.beat_at, timeout=30,
@@ -99,7 +105,7 @@ def test_tasks_are_idempotent_when_run_twice(tmp_path, broker_redis):
     create() instead of update_or_create())."""
     log = tmp_path / "worker.log"
     task_id = str(uuid.uuid4())
-    with celery_process("worker", log, "--concurrency", "1"):
+    with celery_process("worker", log, "--concurrency", "1", *NO_RELAY):
         for _ in range(2):
             app.send_task(HEARTBEAT, args=["twice"], task_id=task_id)
         wait_until(lambda: len(_task_outcomes(log.read_text(), task_id)) == 2, timeout=30,
@@ -123,7 +129,7 @@ def test_an_application_error_retries_through_outbox_rows_then_dead_letters(tmp_
     """Issue 15 §2: a real worker turns each failure into a delayed retry row (attempt in the context),
     and the third into a dead row with the error; Celery never retries or counts down by itself."""
     log = tmp_path / "worker.log"
-    with celery_process("worker", log, "--concurrency", "1", *POLICY_TASKS, OUTBOX_BACKOFF_BASE_MS="20"):
+    with celery_process("worker", log, "--concurrency", "1", *NO_RELAY, *POLICY_TASKS, OUTBOX_BACKOFF_BASE_MS="20"):
         with transaction.atomic():
             first = enqueue(policy_tasks.ALWAYS_FAILS, args=["real"], key="policy:1")
         wait_until(_relay_then(lambda: OutboxMessage.objects.filter(status="dead").exists()), timeout=60,
@@ -146,7 +152,7 @@ def test_a_task_whose_database_connection_is_cut_is_retried_not_acked_away(tmp_p
     """Issue 15 §2: a real OperationalError in a running task (its backend terminated) no longer acks the
     message away: the database answers again, so the policy writes a retry row, and the retry runs."""
     log = tmp_path / "worker.log"
-    with celery_process("worker", log, "--concurrency", "1", *POLICY_TASKS, OUTBOX_BACKOFF_BASE_MS="20"):
+    with celery_process("worker", log, "--concurrency", "1", *NO_RELAY, *POLICY_TASKS, OUTBOX_BACKOFF_BASE_MS="20"):
         app.send_task(policy_tasks.BLOCKS_FIRST, args=["cut"])
         pid = wait_until(lambda: backend_running("pg_sleep"), timeout=30, message="the task to wait in the database")
         with connection.cursor() as cursor:
@@ -179,7 +185,7 @@ def test_a_database_outage_during_a_delivery_requeues_it_instead_of_losing_it(tm
     log = tmp_path / "worker.log"
     try:
         through_proxy = f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{connection.settings_dict['NAME']}"
-        with celery_process("worker", log, "--concurrency", "1", TEST_DATABASE_URL=through_proxy,
+        with celery_process("worker", log, "--concurrency", "1", *NO_RELAY, TEST_DATABASE_URL=through_proxy,
                             TASK_REQUEUE_DELAY_MAX_SECONDS="1"):
             proxy.cut()
             app.send_task(OUTBOX_DELIVER_EVENT, args=["orders.reserve_stock", event], task_id=task_id)
@@ -204,7 +210,7 @@ def test_an_effect_once_message_run_by_two_worker_processes_at_once_has_one_effe
     pool processes at once; the second waits on the first's inbox row and then does nothing."""
     log = tmp_path / "worker.log"
     task_id = str(uuid.uuid4())
-    with celery_process("worker", log, "--concurrency", "2", *POLICY_TASKS):
+    with celery_process("worker", log, "--concurrency", "2", *NO_RELAY, *POLICY_TASKS):
         gate = GateLock()
         try:
             for _ in range(2):

@@ -15,8 +15,9 @@ _LEASE = settings.OUTBOX_RELAY_LEASE_SECONDS
 def relay() -> str:
     """Relay outbox rows for one lease, then hand over to a successor (beat restarts relays that die)."""
     outcome = relay_serve()
-    if outcome == "lease-ended":
-        # The successor goes out directly: it is the relay's own continuation, not business work.
+    if outcome in ("lease-ended", "database-unavailable"):
+        # The successor goes out directly: it is the relay's own continuation, not business work. After a
+        # lease spent waiting for the database it goes out too, so a worker without beat keeps relaying.
         relay.apply_async()
     return outcome
 

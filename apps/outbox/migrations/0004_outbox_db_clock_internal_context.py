@@ -32,7 +32,7 @@ def move_flags_context(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('outbox', '0002_message_context_dedup_key'),
+        ('outbox', '0003_relay_status_holds_key'),
     ]
 
     operations = [

@@ -50,11 +50,14 @@ def test_stats_prints_a_table():
     stored(status="published", published_at=timezone.now())
 
     lines = run("outbox_stats").splitlines()
+    lines, relays = lines[:-1], lines[-1]
 
     table = {line.rsplit(None, 1)[0].strip(): line.rsplit(None, 1)[1] for line in lines if not line.endswith(" s")}
-    assert table == {"pending": "1", "published": "1", "dead": "1", "discarded": "0", "published last minute": "1"}
+    assert table == {"pending": "1", "published": "1", "dead": "1", "discarded": "0", "published last minute": "1",
+                     "unroutable events": "0"}
     assert any(line.startswith("oldest pending age") and line.endswith(" s") for line in lines)
     assert len({len(line) for line in lines}) == 1  # aligned columns
+    assert relays == "relays: none has run yet"
 
 
 def test_stats_json_is_machine_readable():
@@ -63,7 +66,9 @@ def test_stats_json_is_machine_readable():
     stats = json.loads(run("outbox_stats", "--json"))
 
     assert stats["counts"] == {"pending": 1, "published": 0, "dead": 0, "discarded": 0}
-    assert set(stats) == {"counts", "oldest_pending_age_seconds", "published_last_minute"}
+    assert set(stats) == {"counts", "oldest_pending_age_seconds", "published_last_minute", "unroutable_events",
+                          "relay_problem", "relays"}
+    assert (stats["relays"], stats["relay_problem"], stats["unroutable_events"]) == ([], None, 0)
 
 
 def test_retry_dead_requeues_every_dead_message_but_not_discarded_ones():

@@ -2,6 +2,7 @@
 
 import base64
 import json
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -104,7 +105,7 @@ def test_failing_message_backs_off_blocks_its_key_then_goes_dead(transport, brok
     failing.refresh_from_db()
     assert failing.status == "pending" and failing.attempts == 1 and failing.available_at > timezone.now()
     assert "WRONGTYPE" in failing.last_error
-    assert OutboxMessage.objects.get(pk=blocked.pk).attempts == 1  # same batch, same failing queue
+    assert OutboxMessage.objects.get(pk=blocked.pk).attempts == 0  # behind a failed row of its key: not charged
     assert OutboxMessage.objects.get(pk=free.pk).status == "published"
 
     OutboxMessage.objects.filter(pk=failing.pk).update(available_at=timezone.now())
@@ -156,3 +157,111 @@ def _params():
     params.pop("cursor_factory", None)
     params.pop("context", None)
     return params
+
+
+def _heartbeat(name: str, *, key: str | None = None, queue: str | None = None, **options) -> OutboxMessage:
+    with transaction.atomic():
+        return enqueue("core.heartbeat", args=[name], key=key, queue=queue, **options)
+
+
+def _task_ids(broker_redis, queue: str) -> list[str]:
+    """Task ids on a Redis queue, oldest first."""
+    return [json.loads(raw)["headers"]["id"] for raw in reversed(broker_redis.lrange(queue, 0, -1))]
+
+
+@pytest.mark.parametrize("skew", [timedelta(hours=1), -timedelta(hours=1)], ids=["app-clock-ahead", "app-clock-behind"])
+def test_claim_compares_available_at_with_the_database_clock(transport, broker_redis, monkeypatch, skew):
+    """issue 15 §1 (relay half): "due" is the database's now(), not the app server's clock."""
+    due = _heartbeat("due")
+    later = _heartbeat("later")
+    with connection.cursor() as cursor:  # set on the database clock, as the writers do
+        cursor.execute("UPDATE outbox_outboxmessage SET available_at = now() - interval '1 second' WHERE id = %s",
+                       [due.pk])
+        cursor.execute("UPDATE outbox_outboxmessage SET available_at = now() + interval '30 minutes' WHERE id = %s",
+                       [later.pk])
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + skew)  # this app server's clock is off by an hour
+
+    relay_once(transport)
+
+    statuses = dict(OutboxMessage.objects.filter(pk__in=[due.pk, later.pk]).values_list("pk", "status"))
+    assert statuses == {due.pk: "published", later.pk: "pending"}
+    assert _task_ids(broker_redis, "default") == [str(due.message_id)]
+
+
+def test_a_failed_key_skips_its_later_rows_in_the_batch_on_other_queues(transport, broker_redis):
+    """issue 15 §4: once a key fails in a batch, its later rows are not sent and not charged.
+
+    Row 1 of key k goes to `default`, whose push fails (WRONGTYPE); row 2 of k goes to `events`, which works.
+    Row 2 must not reach the broker before row 1, and must not use up an attempt; key other is unaffected.
+    """
+    broker_redis.set("default", "not a list")
+    first = _heartbeat("k-1", key="k")
+    second = _heartbeat("k-2", key="k", queue="events")
+    other = _heartbeat("other-1", key="other", queue="events")
+
+    result = relay_once(transport)
+
+    rows = {row.pk: row for row in OutboxMessage.objects.filter(pk__in=[first.pk, second.pk, other.pk])}
+    assert (rows[first.pk].status, rows[first.pk].attempts) == ("pending", 1)
+    assert "WRONGTYPE" in rows[first.pk].last_error
+    assert (rows[second.pk].status, rows[second.pk].attempts, rows[second.pk].last_error) == ("pending", 0, "")
+    assert rows[other.pk].status == "published"
+    assert _task_ids(broker_redis, "events") == [str(other.message_id)], "k's second row was not sent"
+    assert (result.published, result.failed, result.skipped) == (1, 1, 1)
+
+    broker_redis.delete("default")
+    OutboxMessage.objects.filter(pk=first.pk).update(available_at=timezone.now())
+    relay_once(transport)
+    assert _task_ids(broker_redis, "default") == [str(first.message_id)]
+    assert _task_ids(broker_redis, "events") == [str(other.message_id), str(second.message_id)]
+
+
+def test_a_delayed_message_does_not_hold_back_its_key(transport, broker_redis):
+    """issue 15 §7: enqueue(key=K, delay=1h) no longer blocks the later due messages of K."""
+    delayed = _heartbeat("timeout", key="saga:1", delay=timedelta(hours=1))
+    step = _heartbeat("step", key="saga:1")
+
+    relay_once(transport)
+
+    assert OutboxMessage.objects.get(pk=step.pk).status == "published"
+    assert OutboxMessage.objects.get(pk=delayed.pk).status == "pending"
+    assert _task_ids(broker_redis, "default") == [str(step.message_id)]
+
+
+def test_a_delayed_message_written_with_hold_key_holds_back_its_key(transport, broker_redis):
+    """issue 15 §7: the opt-in: a delayed message asked to keep its key's order holds later ones back."""
+    _heartbeat("first", key="k", delay=timedelta(hours=1), hold_key=True)
+    later = _heartbeat("second", key="k")
+
+    result = relay_once(transport)
+
+    assert (result.held_back, result.published) == (1, 0)
+    assert OutboxMessage.objects.get(pk=later.pk).status == "pending"
+
+
+def test_a_row_waiting_out_a_relay_retry_still_holds_back_its_key(transport, broker_redis):
+    """issue 15 §7: a row that failed to publish (attempts > 0) keeps its key's order while it waits."""
+    failed = _heartbeat("failed", key="k")
+    OutboxMessage.objects.filter(pk=failed.pk).update(attempts=1, available_at=timezone.now() + timedelta(hours=1))
+    later = _heartbeat("later", key="k")
+
+    result = relay_once(transport)
+
+    assert (result.held_back, result.published) == (1, 0)
+    assert OutboxMessage.objects.get(pk=later.pk).status == "pending"
+
+
+def test_events_that_reach_no_queue_are_counted(transport, broker_redis):
+    """issue 15 §8: an event with no bound queue and no subscriber is published, but counted, not silent."""
+    from apps.outbox import metrics
+
+    before = metrics.UNROUTABLE.labels("nobody.listens")._value.get()
+    _publish("nobody.listens", {"n": 1})
+    _publish("nobody.listens", {"n": 2})
+
+    result = relay_once(transport)
+
+    assert result.published == 2
+    assert result.unroutable == {"nobody.listens": 2}
+    assert metrics.UNROUTABLE.labels("nobody.listens")._value.get() == before + 2
