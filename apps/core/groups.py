@@ -31,6 +31,7 @@ OPERATOR_OVERRIDES: dict[str, tuple[str, ...]] = {
     "flags.flagchange": VIEWER_ACTIONS,
     "flags.flagsversion": VIEWER_ACTIONS,
     "outbox.inboxentry": VIEWER_ACTIONS,
+    "outbox.relaystatus": VIEWER_ACTIONS,
     # API keys: change covers renaming and the Revoke action. Never add: a key can be minted for any
     # user, superusers included, so "add" would let an operator act as anyone.
     "core.apikey": OPERATOR_ACTIONS,

@@ -16,7 +16,7 @@ from apps.outbox import publish
 from apps.outbox.models import OutboxMessage
 from apps.outbox.serving import relay_drain
 from tests.helpers import wait_until
-from tests.processes import celery_process
+from tests.processes import NO_RELAY, celery_process
 from tests.workers.policy_tasks import SECRET_SUBSCRIBER, SECRET_TOPIC
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,7 +30,7 @@ def test_retries_and_dead_letters_of_an_encrypted_event_are_encrypted(settings, 
     settings.OUTBOX_ENCRYPTED_TOPICS = [SECRET_TOPIC]
     worker_env = {"FERNET_KEYS": key, "OUTBOX_ENCRYPTED_TOPICS": SECRET_TOPIC, "OUTBOX_SUBSCRIBER_MAX_ATTEMPTS": "3",
                   "OUTBOX_BACKOFF_BASE_MS": "20"}
-    with celery_process("worker", tmp_path / "worker.log", "--concurrency", "1", "--include",
+    with celery_process("worker", tmp_path / "worker.log", "--concurrency", "1", *NO_RELAY, "--include",
                         "tests.workers.policy_tasks", **worker_env):
         with transaction.atomic():
             event = publish(SECRET_TOPIC, {"card": CARD}, key="customer:1")

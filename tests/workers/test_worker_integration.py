@@ -18,7 +18,7 @@ from apps.outbox.relay import _DELIVERY_NAMESPACE
 from apps.outbox.serving import relay_drain
 from tests.database import backends_waiting_on_locks
 from tests.helpers import wait_until
-from tests.processes import celery_process
+from tests.processes import NO_RELAY, celery_process
 from tests.workers import policy_tasks
 from tests.workers.db_proxy import PostgresProxy
 from tests.workers.policy_support import GateLock, backend_running
@@ -30,9 +30,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # A worker that consumes the outbox queue starts a relay, which holds one process for its lease: tasks need another.
 TASK_PROCESSES = "2"
-# Where the test process itself relays (or nothing is relayed), workers leave the outbox queue alone, so
-# every pool process runs the tasks under test.
-NO_RELAY = ("--queues", "default,events,notifications")
 
 
 def _broker_url(name: str) -> str:

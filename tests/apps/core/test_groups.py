@@ -49,6 +49,7 @@ OPERATOR_ACTS = {
     "orders.reservation": {"change"},
     "outbox.inboxentry": set(),
     "outbox.outboxmessage": {"change"},  # retry, discard, re-drive
+    "outbox.relaystatus": set(),  # written by the relays only
 }
 
 
