@@ -15,3 +15,6 @@ def child_exit(server, worker):
 worker_class = "apps.core.gunicorn_worker.ProblemThreadWorker"
 # The most gunicorn allows: every request the OpenAPI schema describes fits (docs/api.md, "Limits").
 limit_request_line = 8190
+# gunicorn 25+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl), shared by every
+# server that user starts; Taskplane does not use `gunicornc`, so none is opened.
+control_socket_disable = True

@@ -149,7 +149,8 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
             stats = outbox_stats()
             extra_context = {
                 **(extra_context or {}),
-                "outbox_counts": list(stats["counts"].items()),
+                "outbox_counts": [(status, count, status in stats["counts_estimated"])
+                                  for status, count in stats["counts"].items()],
                 "outbox_oldest_pending_age": age_text(stats["oldest_pending_age_seconds"]),
                 "outbox_published_last_minute": stats["published_last_minute"],
                 "outbox_unroutable_events": stats["unroutable_events"],

@@ -9,9 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, F, Min, QuerySet
+from django.db.models import F, Min, QuerySet
 from django.db.models.functions import Now
 
+from apps.core.counting import DEFAULT_EXACT_COUNT_LIMIT, queryset_count
 from apps.outbox.models import OutboxMessage, RelayStatus
 
 # A relay slot's state: its last cycle succeeded, its last cycle failed, or nobody serves it any more.
@@ -22,11 +23,18 @@ def _seconds(age: timedelta | None) -> float | None:
     return None if age is None else round(max(0.0, age.total_seconds()), 3)
 
 
+STATS_EXACT_LIMIT = DEFAULT_EXACT_COUNT_LIMIT  # counts above it are the planner's estimate
+
+
 def outbox_stats() -> dict:
     """Counts per status, oldest pending age, last minute's throughput, and what the relays last did."""
-    counts = {status: 0 for status in OutboxMessage.Status.values}
-    for row in OutboxMessage.objects.values("status").annotate(n=Count("id")).order_by():
-        counts[row["status"]] = row["n"]
+    # Per status, exact up to a bound and the planner's estimate above it: a million retained rows must
+    # not make every admin page load and stats call a full scan.
+    by_status = {
+        status: queryset_count(queryset=OutboxMessage.objects.filter(status=status), exact_limit=STATS_EXACT_LIMIT)
+        for status in OutboxMessage.Status.values
+    }
+    counts = {status: count.value for status, count in by_status.items()}
     oldest = OutboxMessage.objects.filter(status=OutboxMessage.Status.PENDING).aggregate(
         age=Now() - Min("created_at")
     )["age"]
@@ -36,6 +44,7 @@ def outbox_stats() -> dict:
     relays = relay_statuses()
     return {
         "counts": counts,
+        "counts_estimated": sorted(status for status, count in by_status.items() if count.estimated),
         "oldest_pending_age_seconds": _seconds(oldest) or 0.0,
         "published_last_minute": per_minute,
         "unroutable_events": sum(relay["unroutable_events"] for relay in relays),

@@ -14,7 +14,7 @@ from apps.core.pagination import PageQuerySerializer
 from apps.core.serializers import StrictSerializer
 from apps.outbox.models import OutboxMessage
 from apps.outbox.registry import subscriber_names
-from apps.outbox.selectors import RELAY_STATES
+from apps.outbox.selectors import RELAY_STATES, STATS_EXACT_LIMIT
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,10 @@ class RelayStatusSerializer(serializers.Serializer):
 
 class OutboxStatsSerializer(serializers.Serializer):
     counts = OutboxStatusCountsSerializer()
+    counts_estimated = serializers.ListField(
+        child=serializers.ChoiceField(choices=OutboxMessage.Status.choices),
+        help_text=f"Statuses whose count is PostgreSQL's planner estimate (counts above {STATS_EXACT_LIMIT:,} rows).",
+    )
     oldest_pending_age_seconds = serializers.FloatField()
     published_last_minute = serializers.IntegerField()
     unroutable_events = serializers.IntegerField(

@@ -174,8 +174,6 @@ class Stack:
         self.web = Service("web", [
             python, "-m", "gunicorn", "settings.wsgi", "--config", "compose/gunicorn.conf.py",
             "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--threads", "4", "--graceful-timeout", "5",
-            # Its default path is per user, not per server: parallel stacks would fight over one socket.
-            "--no-control-socket",
         ], directory=directory, env=env, ready=_http_ready(f"{self.base_url}/health/live"))
         self.worker = Service("worker", [
             python, "-m", "celery", "-A", "workers", "worker", "--loglevel", "INFO",

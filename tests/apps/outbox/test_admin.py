@@ -60,7 +60,8 @@ def test_changelist_shows_counts_per_status_and_oldest_pending_age(superuser_cli
     assert response.status_code == 200
     page = response.content.decode()
     assert 'id="outbox-stats"' in page
-    assert response.context["outbox_counts"] == [("pending", 2), ("published", 1), ("dead", 1), ("discarded", 0)]
+    assert response.context["outbox_counts"] == [("pending", 2, False), ("published", 1, False), ("dead", 1, False),
+                                                ("discarded", 0, False)]
     assert response.context["outbox_oldest_pending_age"].startswith("3 min")
     assert "oldest pending: <strong>3 min" in page
 

@@ -75,6 +75,21 @@ def test_stats_count_statuses_age_and_last_minute(staff_client):
     assert body["counts"] == {"pending": 2, "published": 2, "dead": 1, "discarded": 0}
     assert 299 < body["oldest_pending_age_seconds"] < 400
     assert body["published_last_minute"] == 1
+    assert body["counts_estimated"] == []
+
+
+def test_stats_estimate_big_status_counts_instead_of_scanning(staff_client, monkeypatch):
+    """issue 15, smaller debts: the stats (and the admin summary bar) counted the whole table per status on
+    every call; above a bound a status's count is now the planner's estimate, and says so."""
+    monkeypatch.setattr("apps.outbox.selectors.STATS_EXACT_LIMIT", 5)
+    for _ in range(12):
+        stored(status="published", published_at=timezone.now())
+    stored(status="dead")
+
+    body = staff_client.get("/api/outbox/stats/").json()
+
+    assert body["counts_estimated"] == ["published"]
+    assert body["counts"]["published"] >= 6 and body["counts"]["dead"] == 1
 
 
 def test_list_is_paginated_newest_first(staff_client):

@@ -19,7 +19,8 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(json.dumps(stats, sort_keys=True, cls=DjangoJSONEncoder))
             return
-        rows = [(status, str(count)) for status, count in stats["counts"].items()]
+        rows = [(status, f"~{count}" if status in stats["counts_estimated"] else str(count))
+                for status, count in stats["counts"].items()]
         rows.append(("oldest pending age", f"{stats['oldest_pending_age_seconds']:.1f} s"))
         rows.append(("published last minute", str(stats["published_last_minute"])))
         rows.append(("unroutable events", str(stats["unroutable_events"])))
