@@ -258,7 +258,13 @@ def _task(row: ClaimedRow) -> Outgoing:
         raise Undeliverable(f"Malformed task payload: {exc}") from exc
     return task_message(row_id=row.id, task_id=row.message_id, task_name=row.name,
                         queue=row.queue or TASK_QUEUES[row.name], args_json=args_json, kwargs_json=kwargs_json,
-                        argsrepr=short_repr(tuple(args)), source=row)
+                        argsrepr=_args_summary(row, args), source=row)
+
+
+def _args_summary(row: ClaimedRow, args: list) -> str:
+    # Celery logs argsrepr on every received, retried and failed task: for an encrypted row that would be
+    # the decrypted arguments in plain text in the worker's log.
+    return "<encrypted>" if row.encrypted else short_repr(tuple(args))
 
 
 def _mark_published(ids: list[int]) -> None:

@@ -78,6 +78,8 @@ def test_lines_carry_request_and_trace_ids(log_lines):
         ('{"password": "x1"}', '{"password": "[REDACTED]"}'),
         ("Authorization: Basic Zm9vOmJhcg==", "Authorization: [REDACTED]"),
         ("redis://:topsecret@cache:6379/0", "redis://:[REDACTED]@cache:6379/0"),
+        ("amqp://app:se/cr/et@mq:5672/vh", "amqp://app:[REDACTED]@mq:5672/vh"),
+        ("see http://example.com:8080/docs", "see http://example.com:8080/docs"),
         ("card 5555-5555-5555-4444 ok", "card [REDACTED_CARD] ok"),
         ("nothing to hide", "nothing to hide"),
     ],

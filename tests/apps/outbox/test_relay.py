@@ -265,3 +265,22 @@ def test_events_that_reach_no_queue_are_counted(transport, broker_redis):
     assert result.published == 2
     assert result.unroutable == {"nobody.listens": 2}
     assert metrics.UNROUTABLE.labels("nobody.listens")._value.get() == before + 2
+
+
+def test_an_encrypted_task_shows_no_arguments_in_its_celery_headers(transport, broker_redis, settings):
+    """Pins: encrypted retry and dead-letter rows were relayed with the decrypted arguments as Celery's
+    argsrepr, which workers write into every "Task received" and failure log line."""
+    from apps.outbox.writing import enqueue_carrying
+
+    settings.FERNET_KEYS = [Fernet.generate_key().decode()]
+    with transaction.atomic():
+        enqueue_carrying(task_name="core.heartbeat", args=["4111-SECRET-CARD"], kwargs={}, key=None, queue=None,
+                         headers={}, context={}, encrypt=True)
+    relay_once(transport)
+
+    [raw] = broker_redis.lrange("default", 0, -1)
+    record = json.loads(raw)
+    assert record["headers"]["argsrepr"] == "<encrypted>"
+    assert "4111-SECRET-CARD" not in json.dumps(record["headers"])
+    args, _, _ = json.loads(base64.b64decode(record["body"]))
+    assert args == ["4111-SECRET-CARD"]  # the worker still gets the arguments
