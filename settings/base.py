@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "apps.idempotency",
     "apps.flags",
     "apps.orders",
+    "apps.sagas",
 ]
 
 MIDDLEWARE = [
