@@ -6,6 +6,7 @@ with the transition that caused them (or not at all).
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -97,7 +98,8 @@ def signal_lock(topic: str, key: str) -> None:
     """Serialise a wait beginning and a signal arriving for one (topic, key), so neither misses the other."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 9))", [f"sagas.signal\0{topic}\0{key}"])
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 9))",
+                           ["sagas.signal " + json.dumps([topic, key])])
     # SQLite runs one writer at a time, which gives the same guarantee.
 
 
