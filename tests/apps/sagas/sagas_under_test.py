@@ -13,6 +13,7 @@ import time
 import redis
 from django.conf import settings
 
+from apps.core.heartbeats import heartbeat_record
 from apps.core.resilience.retry import RetryPolicy
 from apps.sagas.definitions import Signal, Step, StepContext, saga
 from apps.sagas.waits import signal_subscribers_register
@@ -63,6 +64,8 @@ def _maybe_fail(ctx: StepContext, plan: dict, calls_so_far: int) -> None:
 def act(ctx: StepContext) -> dict:
     """A step's action: records the call, fails as the input says, returns one key for the context."""
     count = _record(ctx, "action")
+    if count <= ctx.data.get("outage", {}).get(ctx.step, 0):
+        raise redis.ConnectionError("injected: Redis is unreachable")
     _maybe_fail(ctx, ctx.data.get("fail", {}), count)
     return {f"{ctx.step}_done": True, f"{ctx.step}_key": ctx.idempotency_key}
 
@@ -82,6 +85,13 @@ def slow(ctx: StepContext) -> dict:
         while _redis().exists(HOLD) and time.monotonic() < deadline:
             time.sleep(0.05)
     return {f"{ctx.step}_done": True}
+
+
+def write_in_transaction(ctx: StepContext) -> dict:
+    """Writes a heartbeat row named after the attempt, then fails as the input says (the row must roll back)."""
+    heartbeat_record(name=f"saga:{ctx.key}:{ctx.attempt}")
+    _maybe_fail(ctx, ctx.data.get("fail", {}), ctx.attempt)
+    return {"written": ctx.attempt}
 
 
 def noop(ctx: StepContext) -> None:
@@ -115,6 +125,8 @@ NOT_STARTED = saga("tests.schedule_to_start", steps=[
                                                               retry_on=(Exception,)))])
 DEADLINE = saga("tests.deadline", deadline_seconds=1, steps=[
     _step("a"), Step("approval", signal=Signal(APPROVAL, timeout_seconds=600))])
+IN_TRANSACTION = saga("tests.in_transaction", steps=[
+    Step("write", action=write_in_transaction, retry=FAST_RETRY, in_transaction=True)])
 NOOP = saga("tests.noop", steps=[Step(name, action=noop) for name in ("one", "two", "three")])
 
 signal_subscribers_register()
