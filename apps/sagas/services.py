@@ -84,7 +84,8 @@ def saga_cancel(*, saga_id: Any, actor: Actor, reason: str) -> SagaInstance:
     def transition() -> SagaInstance:
         instance = saga_get(saga_id=saga_id)
         if instance.state != Saga.RUNNING or instance.cancel_requested:
-            raise Conflict(f"Saga {instance.pk} is {instance.state}: only a running saga can be cancelled.")
+            state = "already being cancelled" if instance.cancel_requested else instance.state
+            raise Conflict(f"Saga {instance.pk} is {state}: only a running saga can be cancelled.")
         if instance.pivot_passed:
             raise Conflict(f"Saga {instance.pk} passed its pivot step: it can only move forward.")
         failure = f"cancelled by {actor.name}: {reason}".strip().rstrip(":")
