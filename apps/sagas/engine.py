@@ -38,7 +38,7 @@ from apps.sagas.flow import (
     compensate_next,
     compensation_failed,
     log_extra,
-    step_missing,
+    step_unusable,
     with_cas_retries,
 )
 from apps.sagas.models import SagaInstance, SagaStepAttempt
@@ -90,7 +90,12 @@ def step_run(*, attempt_id: int) -> str:
     claim = _claim(attempt, instance, step)
     if claim is None:
         return "already-claimed"
-    function = step.action_function() if attempt.kind == Kind.ACTION else step.compensation_function()
+    try:
+        function = step.action_function() if attempt.kind == Kind.ACTION else step.compensation_function()
+    except Exception as exc:  # a dotted path that does not import: the attempt fails like a raising step
+        outcome = with_cas_retries(_fail, claim, exc)
+        _observe(claim, outcome)
+        return outcome
     context = StepContext(saga_id=str(instance.pk), saga_name=instance.name, key=instance.key, step=step.name,
                           attempt=attempt.attempt, idempotency_key=attempt.idempotency_key,
                           data=copy.deepcopy(instance.context))
@@ -200,7 +205,7 @@ def _not_declared(attempt: SagaStepAttempt) -> str:
                 state=State.CANCELLED, finished_at=Now()) != 1:
             return "already-claimed"
         instance = SagaInstance.objects.get(pk=attempt.instance_id)
-        step_missing(instance, index=attempt.step_index, kind=attempt.kind)
+        step_unusable(instance, index=attempt.step_index, kind=attempt.kind)
         return "not-declared"
 
     return with_cas_retries(transition)
