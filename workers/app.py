@@ -22,3 +22,7 @@ app.conf.beat_schedule = BEAT_SCHEDULE
 app.conf.imports = ["workers.tasks.core", "workers.tasks.outbox", "workers.tasks.idempotency", "workers.tasks.flags"]
 observability.connect(app)
 startup.connect(app)
+
+from workers import schedule_fires  # noqa: E402  (schedule fire states, docs/schedules.md)
+
+schedule_fires.connect(app)
