@@ -87,7 +87,7 @@ class DatabaseFiringScheduler(PersistentScheduler):
             logger.warning("Schedules firing loop: database error (%s: %s); next try in %.1fs",
                            type(exc).__name__, exc, wait)
             _drop_broken_connection()
-            time.sleep(min(wait, static_wait) if static_wait else wait)
+            time.sleep(max(0.0, min(wait, static_wait) if static_wait else wait))
             return 0
         self.failures = 0
         if report.schedules >= settings.SCHEDULES_BATCH_SIZE:
@@ -96,7 +96,7 @@ class DatabaseFiringScheduler(PersistentScheduler):
         if until is not None and until <= 0 and report.schedules == 0:
             wait = _BUSY_PAUSE_SECONDS
         if static_wait:
-            wait = min(wait, static_wait)
+            wait = max(0.0, min(wait, static_wait))
         self.listener.wait(min(wait, settings.SCHEDULES_MAX_SLEEP_SECONDS))
         return 0
 
