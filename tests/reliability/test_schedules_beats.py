@@ -6,6 +6,7 @@ exactly one committed task effect, whatever happened to the processes in between
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -17,12 +18,11 @@ from django.conf import settings
 from django.db import connection
 
 from apps.schedules.models import ScheduleFire
-from apps.schedules.services import schedule_create, schedule_update
+from apps.schedules.services import schedule_create
 from tests.apps.schedules.schedule_tasks import RECORD
 from tests.apps.schedules.support import ACTOR, effects_create, effects_drop, effects_per_fire
 from tests.helpers import wait_until
 from tests.processes import NO_RELAY, celery_process
-from tests.workers.db_proxy import PostgresProxy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,7 +72,7 @@ def _assert_every_second_once(names: list[str]) -> int:
         nominal = [fire[1] for fire in mine]
         expected = int((nominal[-1] - nominal[0]) / SECOND) + 1
         assert len(nominal) == expected, f"{name}: {expected} nominal seconds, {len(nominal)} fire rows"
-        assert all(later - earlier == SECOND for earlier, later in zip(nominal, nominal[1:], strict=False)), name
+        assert all(later - earlier == SECOND for earlier, later in itertools.pairwise(nominal)), name
         assert {fire[2] for fire in mine} == {ScheduleFire.Decision.FIRED}, f"{name}: {set(f[2] for f in mine)}"
         checked += len(mine)
     return checked
