@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from apps.outbox import enqueue
+from apps.outbox.errors import OutboxError
 from apps.schedules import metrics
 from apps.schedules.cadence import Cadence, Occurrence, occurrences
 from apps.schedules.clock import database_now
@@ -66,10 +67,21 @@ def schedules_fire_due(*, now: datetime | None = None, batch_size: int | None = 
                    .filter(enabled=True, next_fire_at__isnull=False, next_fire_at__lte=at)
                    .order_by("next_fire_at")[: batch_size or settings.SCHEDULES_BATCH_SIZE])
         for schedule in due:
-            _decide_due(schedule, at, report)
+            try:
+                with transaction.atomic():  # one schedule the outbox refuses must not stop the others
+                    _decide_due(schedule, at, report)
+            except OutboxError as exc:
+                _pause_refused(schedule, exc, at)
         report.schedules = len(due)
     metrics.TICK_SECONDS.observe(time.perf_counter() - started)
     return report
+
+
+def _pause_refused(schedule: Schedule, exc: OutboxError, now: datetime) -> None:
+    # E.g. its task left the contract after it was created: firing it again would fail the same way.
+    logger.error("Schedule %s paused: the outbox refused its task row: %s", schedule.name, exc)
+    Schedule.objects.filter(pk=schedule.pk).update(enabled=False, note=f"Paused by the firing loop: {exc}"[:2000],
+                                                   updated_at=now, version=schedule.version + 1)
 
 
 def seconds_until_next_due(*, now: datetime | None = None) -> float | None:

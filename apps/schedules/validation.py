@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 from apps.core.errors import InvalidInput
@@ -59,11 +60,13 @@ def _clean_field(name: str, value: Any, fields: dict[str, Any], fail) -> None:
         if not isinstance(value, expected):
             return fail(name, f"Must be a JSON {'array' if name == 'args' else 'object'}.")
         try:
-            json.dumps(value, allow_nan=False)
+            text = json.dumps(value, allow_nan=False)
         except (TypeError, ValueError):
             return fail(name, "Must be JSON.")
-        if "\x00" in json.dumps(value):
+        if "\\u0000" in text:  # PostgreSQL's jsonb cannot store NUL characters
             return fail(name, "Must not contain NUL characters.")
+        if len(text.encode()) > settings.OUTBOX_MAX_PAYLOAD_BYTES // 2:
+            return fail(name, "Too large for a task message (OUTBOX_MAX_PAYLOAD_BYTES).")
     elif name == "overlap":
         if value not in Schedule.Overlap.values:
             return fail(name, f"One of {', '.join(Schedule.Overlap.values)}.")
