@@ -9,6 +9,7 @@ from apps.core.task_contract import (
     INBOX_PURGE,
     OUTBOX_PURGE,
     OUTBOX_RELAY,
+    SCHEDULES_PURGE,
 )
 
 BEAT_SCHEDULE = {
@@ -45,6 +46,13 @@ BEAT_SCHEDULE = {
         "task": FLAGS_APPLY_SCHEDULED,
         "schedule": 30.0,
         "options": {"expires": 30},
+    },
+    # Old schedule fire rows (SCHEDULES_FIRE_RETENTION_DAYS); the schedules themselves fire from the
+    # database (workers/schedule_beat.py), not from this table.
+    "schedules-purge": {
+        "task": SCHEDULES_PURGE,
+        "schedule": 3600.0,
+        "options": {"expires": 1800},
     },
 }
 

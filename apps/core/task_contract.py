@@ -13,6 +13,7 @@ OUTBOX_PURGE = "outbox.purge"
 INBOX_PURGE = "outbox.purge_inbox"
 IDEMPOTENCY_PURGE = "idempotency.purge"
 FLAGS_APPLY_SCHEDULED = "flags.apply_scheduled"
+SCHEDULES_PURGE = "schedules.purge"
 
 # Which queue each task runs on.
 TASK_QUEUES = {
@@ -23,4 +24,5 @@ TASK_QUEUES = {
     INBOX_PURGE: "default",
     IDEMPOTENCY_PURGE: "default",
     FLAGS_APPLY_SCHEDULED: "default",
+    SCHEDULES_PURGE: "default",
 }

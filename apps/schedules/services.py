@@ -16,11 +16,12 @@ from django.db import transaction
 from django.db.models.functions import Now
 
 from apps.core.audit import Actor, operator_action_record
-from apps.core.errors import InvalidInput, NotFound
+from apps.core.errors import Conflict, NotFound
 from apps.core.purging import delete_in_batches
 from apps.schedules import metrics
 from apps.schedules.cadence import Cadence, next_occurrence, occurrences
 from apps.schedules.clock import database_now
+from apps.schedules.errors import InvalidSchedule
 from apps.schedules.firing import fire_record, open_fires_of, release_buffered
 from apps.schedules.models import Schedule, ScheduleFire
 from apps.schedules.signals import schedules_changed
@@ -36,8 +37,7 @@ def schedule_create(*, data: Mapping[str, Any], actor: Actor) -> Schedule:
     fields = schedule_clean(data=data, current=None)
     with transaction.atomic():
         if Schedule.objects.filter(name=fields["name"]).exists():
-            raise InvalidInput("A schedule with this name exists.",
-                               errors=[{"field": "name", "message": "A schedule with this name exists."}])
+            raise Conflict(f"A schedule named {fields['name']!r} exists; PATCH it or pick another name.")
         now = database_now()
         schedule = Schedule(**fields, anchor_at=now, created_at=now, updated_at=now)
         schedule.next_fire_at = _first_fire(schedule, now)
@@ -106,12 +106,12 @@ def schedule_backfill(*, name: str, start: datetime, end: datetime, actor: Actor
     between the backfilled fires themselves. Returns how many were enqueued/buffered/skipped/existing.
     """
     if overlap is not None and overlap not in Schedule.Overlap.values:
-        raise InvalidInput("Unknown overlap policy.", errors=[{"field": "overlap", "message": "Unknown policy."}])
+        raise InvalidSchedule("Unknown overlap policy.", errors=[{"field": "overlap", "message": "Unknown policy."}])
     with transaction.atomic():
         schedule = _locked(name)
         now = database_now()
         if not start < end or end > now:
-            raise InvalidInput("Backfill needs start < end <= now.",
+            raise InvalidSchedule("Backfill needs start < end <= now.",
                                errors=[{"field": "end", "message": "Must be after start and not in the future."}])
         instants = []
         for occurrence in occurrences(Cadence.of(schedule), after=start - timedelta(microseconds=1)):
@@ -119,7 +119,7 @@ def schedule_backfill(*, name: str, start: datetime, end: datetime, actor: Actor
                 break
             instants.append(occurrence.at)
             if len(instants) > settings.SCHEDULES_BACKFILL_MAX:
-                raise InvalidInput(f"The range holds more than {settings.SCHEDULES_BACKFILL_MAX} occurrences "
+                raise InvalidSchedule(f"The range holds more than {settings.SCHEDULES_BACKFILL_MAX} occurrences "
                                    "(SCHEDULES_BACKFILL_MAX); backfill it in parts.")
         counts = {State.ENQUEUED: 0, State.BUFFERED: 0, State.SKIPPED: 0, "existing": 0}
         open_fires = open_fires_of(schedule, now=now)

@@ -11,9 +11,9 @@ from typing import Any
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
-from apps.core.errors import InvalidInput
 from apps.core.task_contract import TASK_QUEUES
 from apps.schedules.cadence import cron_check, zone_of
+from apps.schedules.errors import InvalidSchedule
 from apps.schedules.models import NAME_PATTERN, Schedule
 
 CADENCE_FIELDS = frozenset({"cron", "timezone", "interval_seconds", "run_at", "start_at", "end_at"})
@@ -44,7 +44,7 @@ def schedule_clean(*, data: Mapping[str, Any], current: Schedule | None) -> dict
                 fail(required, "This field is required.")
     _clean_cadence(data, fields, current, fail)
     if errors:
-        raise InvalidInput("The schedule has invalid fields; see errors.", errors=errors)
+        raise InvalidSchedule("The schedule has invalid fields; see errors.", errors=errors)
     return fields
 
 
