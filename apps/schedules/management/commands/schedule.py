@@ -53,8 +53,8 @@ class Command(BaseCommand):
         create = commands.add_parser("create", help="Create a schedule (one of --cron, --interval, --run-at).")
         create.add_argument("name")
         create.add_argument("task")
-        create.add_argument("--args", default="[]", help="JSON array.")
-        create.add_argument("--kwargs", default="{}", help="JSON object.")
+        create.add_argument("--args", default="[]", dest="task_args", help="JSON array.")
+        create.add_argument("--kwargs", default="{}", dest="task_kwargs", help="JSON object.")
         create.add_argument("--cron")
         create.add_argument("--timezone", default="UTC")
         create.add_argument("--interval", type=int, dest="interval_seconds")
@@ -109,8 +109,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  fire {fire.nominal_at:%Y-%m-%dT%H:%M:%S.%fZ} {fire.decision}/{fire.state}{late}")
 
     def _create(self, options: dict[str, Any]) -> None:
-        data = {"name": options["name"], "task": options["task"], "args": _json(options["args"], "--args"),
-                "kwargs": _json(options["kwargs"], "--kwargs"), "timezone": options["timezone"],
+        data = {"name": options["name"], "task": options["task"], "args": _json(options["task_args"], "--args"),
+                "kwargs": _json(options["task_kwargs"], "--kwargs"), "timezone": options["timezone"],
                 "overlap": options["overlap"], "catchup_window_seconds": options["catchup_window_seconds"],
                 "jitter_seconds": options["jitter_seconds"], "enabled": not options["paused"]}
         for kind in ("cron", "interval_seconds", "run_at"):
