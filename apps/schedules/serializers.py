@@ -12,7 +12,7 @@ _MAX_JSON_INT = 2**53  # the largest integer every JSON client reads exactly
 
 
 def _json_value() -> serializers.JSONField:
-    return serializers.JSONField(help_text="Any JSON value.")
+    return serializers.JSONField(allow_null=True, help_text="Any JSON value.")
 
 
 class ScheduleWriteSerializer(StrictSerializer):
