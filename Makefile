@@ -31,7 +31,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 # The suite, its checks and the benchmarks never read a developer's .env (settings/env.py).
-test check-migrations check-deploy bench-outbox bench-idempotency bench-flags bench-resilience: export TASKPLANE_ENV_FILE = off
+test check-migrations check-deploy bench-outbox bench-idempotency bench-flags bench-resilience bench-schedules: export TASKPLANE_ENV_FILE = off
 
 test: lint check-migrations check-deploy
 	$(BIN)/pytest
@@ -62,6 +62,12 @@ bench-idempotency: venv
 bench-flags: venv
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/bench.txt
 	$(BIN)/python -m tests.benchmarks.bench_flags $(BENCH_ARGS)
+
+# Schedules firing at 1,000/s among 100,000 against django-celery-beat's tick (docs/benchmarks.md).
+.PHONY: bench-schedules
+bench-schedules: venv
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/bench.txt
+	$(BIN)/python -m tests.benchmarks.bench_schedules $(BENCH_ARGS)
 
 # Resilience kit overhead on real Redis and the HTTP client's over bare requests (docs/benchmarks.md).
 .PHONY: bench-resilience

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "apps.flags",
     "apps.orders",
     "apps.sagas",
+    "apps.schedules",
 ]
 
 MIDDLEWARE = [
@@ -344,3 +345,16 @@ HTTP_CLIENT_MAX_HOST_BREAKERS = env.integer("HTTP_CLIENT_MAX_HOST_BREAKERS", 100
 # networks allowed all the same (e.g. a local webhook receiver); both are off by default.
 HTTP_GUARD_ALLOW_HTTP = env.boolean("HTTP_GUARD_ALLOW_HTTP", False)
 HTTP_GUARD_ALLOWED_NETWORKS = env.networks("HTTP_GUARD_ALLOWED_NETWORKS", [])
+
+# --- Schedules (docs/schedules.md) -------------------------------------------------------------
+# celery beat runs the database schedules through this scheduler class (static entries stay in workers/beat.py).
+CELERY_BEAT_SCHEDULER = "workers.schedule_beat:DatabaseFiringScheduler"
+SCHEDULES_BATCH_SIZE = env.integer("SCHEDULES_BATCH_SIZE", 500, minimum=1)
+# Occurrences one claim decides per schedule (missed ones after a long outage are recorded over several ticks).
+SCHEDULES_MAX_OCCURRENCES_PER_CLAIM = env.integer("SCHEDULES_MAX_OCCURRENCES_PER_CLAIM", 1000, minimum=1)
+# The longest the firing loop sleeps without a change signal (a safety net for a lost NOTIFY).
+SCHEDULES_MAX_SLEEP_SECONDS = env.integer("SCHEDULES_MAX_SLEEP_MS", 5000, minimum=10) / 1000
+# An enqueued or running fire older than this no longer holds back its schedule's overlap policy.
+SCHEDULES_FIRE_STALE_SECONDS = env.integer("SCHEDULES_FIRE_STALE_SECONDS", 3600, minimum=1)
+SCHEDULES_FIRE_RETENTION_DAYS = env.integer("SCHEDULES_FIRE_RETENTION_DAYS", 30, minimum=1)
+SCHEDULES_BACKFILL_MAX = env.integer("SCHEDULES_BACKFILL_MAX", 1000, minimum=1)

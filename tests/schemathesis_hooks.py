@@ -13,6 +13,11 @@ status alone, and is documented where the rule lives:
 - ``invalid-input`` (400, POST/PATCH /api/flags/) whose every error is a NUL character in an object
   key inside a free-form JSON value: OpenAPI 3.0 has no ``propertyNames`` to say so.
 
+- ``invalid-schedule`` (400, schedule writes, backfill and preview): the meaning of a schedule that
+  no schema states (a cron that parses, an IANA zone, a task of the contract, one cadence of three,
+  end after start, a backfill range in the past) (apps/schedules/errors.py). Type and bound errors
+  answer ``validation-error`` first, which the hook keeps.
+
 And one "deleted resource still available" that is right too: the DELETE was an idempotent replay
 (``Idempotent-Replayed: true``) of an earlier DELETE with the same key and request, so it answered that
 first 204 again and deleted nothing, while the resource had been created again in between.
@@ -35,6 +40,8 @@ replayed_cases: set[str] = set()
 def _right_answer(status: int, problem: dict, operation: tuple[str, str]) -> bool:
     kind = problem.get("type")
     if (status, kind) == (422, f"{PROBLEM}idempotency-key-reused"):
+        return True
+    if (status, kind) == (400, f"{PROBLEM}invalid-schedule") and operation[1].startswith("/api/schedules/"):
         return True
     if operation not in FLAG_WRITES or status != 400:
         return False

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 import pytest
 from django.contrib.auth.models import Permission
 
+from apps.core.audit import Actor
 from apps.core.groups import OPERATORS, VIEWERS
 from apps.flags.models import Flag
 from apps.flags.services import flag_save
 from apps.outbox.models import OutboxMessage
+from apps.schedules.models import Schedule, ScheduleFire
+from apps.schedules.services import schedule_create
 from tests.apps.outbox.support import event, stored
 from tests.authz import key_client, session_client, staff_member
 
@@ -48,11 +51,32 @@ ENDPOINTS = [
     Endpoint("flag patch", "patch", "/api/flags/beta/", ("flags.change_flag",), body={"enabled": False, "reason": "x"}),
     Endpoint("flag delete", "delete", "/api/flags/beta/?reason=retired", ("flags.delete_flag",)),
 ]
+# Schedules (apps/schedules): the fixture schedule "nightly" is made by _rows().
+ENDPOINTS += [
+    Endpoint("schedule list", "get", "/api/schedules/", ("schedules.view_schedule",), reads=True),
+    Endpoint("schedule preview", "get", "/api/schedules/preview/?cron=0+3+*+*+*", ("schedules.view_schedule",),
+             reads=True),
+    Endpoint("schedule detail", "get", "/api/schedules/nightly/", ("schedules.view_schedule",), reads=True),
+    Endpoint("schedule fires", "get", "/api/schedules/nightly/fires/", ("schedules.view_schedule",), reads=True),
+    Endpoint("schedule create", "post", "/api/schedules/", ("schedules.add_schedule",),
+             body={"name": "hourly", "task": "core.heartbeat", "args": ["x"], "cron": "0 * * * *"}),
+    Endpoint("schedule patch", "patch", "/api/schedules/nightly/", ("schedules.change_schedule",),
+             body={"jitter_seconds": 5}),
+    Endpoint("schedule pause", "post", "/api/schedules/nightly/pause/", ("schedules.change_schedule",),
+             body={"note": "incident"}),
+    Endpoint("schedule resume", "post", "/api/schedules/nightly/resume/", ("schedules.change_schedule",), body={}),
+    Endpoint("schedule trigger", "post", "/api/schedules/nightly/trigger/", ("schedules.change_schedule",), body={}),
+    Endpoint("schedule backfill", "post", "/api/schedules/nightly/backfill/", ("schedules.change_schedule",),
+             body={"start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z"}),
+    Endpoint("schedule delete", "delete", "/api/schedules/nightly/", ("schedules.delete_schedule",)),
+]
 BY_NAME = {endpoint.name: endpoint for endpoint in ENDPOINTS}
 
 
 def _rows() -> dict[str, int]:
     flag_save(definition={"key": "beta", "enabled": True, "rules": []}, actor="setup", reason="fixture")
+    schedule_create(data={"name": "nightly", "task": "core.heartbeat", "args": ["n"], "cron": "0 3 * * *"},
+                    actor=Actor(name="setup", via="cli"))
     return {
         "dead": stored(status="dead").pk,
         "pending": event().pk,
@@ -63,7 +87,8 @@ def _rows() -> dict[str, int]:
 def _state() -> tuple:
     """What any staff call could change: outbox rows and their statuses, flags and their versions."""
     return (sorted(OutboxMessage.objects.values_list("id", "status")),
-            sorted(Flag.objects.values_list("key", "version")))
+            sorted(Flag.objects.values_list("key", "version")),
+            sorted(Schedule.objects.values_list("name", "version")), ScheduleFire.objects.count())
 
 
 def _call(client, endpoint: Endpoint, rows: dict[str, int]):

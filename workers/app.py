@@ -20,6 +20,10 @@ app.conf.task_routes = task_routes()
 app.conf.beat_schedule = BEAT_SCHEDULE
 # Task modules are imported when the worker starts, after Django is set up.
 app.conf.imports = ["workers.tasks.core", "workers.tasks.outbox", "workers.tasks.idempotency", "workers.tasks.flags",
-                    "workers.tasks.sagas"]
+                    "workers.tasks.sagas", "workers.tasks.schedules"]
 observability.connect(app)
 startup.connect(app)
+
+from workers import schedule_fires  # noqa: E402  (schedule fire states, docs/schedules.md)
+
+schedule_fires.connect(app)

@@ -10,6 +10,7 @@ from apps.core.task_contract import (
     OUTBOX_PURGE,
     OUTBOX_RELAY,
     SAGAS_SWEEP,
+    SCHEDULES_PURGE,
 )
 
 BEAT_SCHEDULE = {
@@ -52,6 +53,13 @@ BEAT_SCHEDULE = {
         "task": SAGAS_SWEEP,
         "schedule": float(settings.SAGAS_SWEEP_SECONDS),
         "options": {"expires": settings.SAGAS_SWEEP_SECONDS},
+    },
+    # Old schedule fire rows (SCHEDULES_FIRE_RETENTION_DAYS); the schedules themselves fire from the
+    # database (workers/schedule_beat.py), not from this table.
+    "schedules-purge": {
+        "task": SCHEDULES_PURGE,
+        "schedule": 3600.0,
+        "options": {"expires": 1800},
     },
 }
 

@@ -41,6 +41,10 @@ OPERATOR_OVERRIDES: dict[str, tuple[str, ...]] = {
     # schedule or cancel changes.
     "flags.flag": (*OPERATOR_ACTIONS, "add", "delete"),
     "flags.scheduledflagchange": (*OPERATOR_ACTIONS, "add", "delete"),
+    # Operators run the schedules (create, edit, pause, run now, backfill, delete; each audited); fire
+    # rows are written by the firing loop and workers only.
+    "schedules.schedule": (*OPERATOR_ACTIONS, "add", "delete"),
+    "schedules.schedulefire": VIEWER_ACTIONS,
 }
 
 

@@ -13,6 +13,7 @@ OUTBOX_PURGE = "outbox.purge"
 INBOX_PURGE = "outbox.purge_inbox"
 IDEMPOTENCY_PURGE = "idempotency.purge"
 FLAGS_APPLY_SCHEDULED = "flags.apply_scheduled"
+SCHEDULES_PURGE = "schedules.purge"
 
 # Sagas (docs/sagas.md): one step attempt per message; the sweeper times out and re-dispatches.
 SAGAS_RUN_STEP = "sagas.run_step"
@@ -30,4 +31,5 @@ TASK_QUEUES = {
     # Sagas
     SAGAS_RUN_STEP: "default",
     SAGAS_SWEEP: "default",
+    SCHEDULES_PURGE: "default",
 }

@@ -50,6 +50,9 @@ OPERATOR_ACTS = {
     "outbox.inboxentry": set(),
     "outbox.outboxmessage": {"change"},  # retry, discard, re-drive
     "outbox.relaystatus": set(),  # written by the relays only
+    # Schedules: operators create, edit, pause, trigger and delete; fire rows are the firing loop's.
+    "schedules.schedule": {"add", "change", "delete"},
+    "schedules.schedulefire": set(),
 }
 
 

@@ -1,0 +1,249 @@
+"""The firing loop's transaction: claim due schedules, decide and record each occurrence, enqueue, advance.
+
+Claiming (FOR UPDATE SKIP LOCKED on the due index), inserting the fire rows, writing their task rows
+to the outbox and advancing ``next_fire_at`` commit together or not at all. A second beat (or an
+overlapping tick) skips the locked rows and, once they commit, no longer finds them due; the unique
+``(schedule, nominal_at)`` stops anything else. Every time comes from the database clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from apps.outbox import enqueue
+from apps.outbox.errors import OutboxError
+from apps.schedules import metrics
+from apps.schedules.cadence import Cadence, Occurrence, occurrences
+from apps.schedules.clock import database_now
+from apps.schedules.fire_context import enqueuing_fire
+from apps.schedules.models import Schedule, ScheduleFire
+
+logger = logging.getLogger(__name__)
+State, Decision = ScheduleFire.State, ScheduleFire.Decision
+_MICRO = timedelta(microseconds=1)
+
+
+@dataclass
+class FiringReport:
+    """What one pass decided."""
+
+    schedules: int = 0
+    enqueued: int = 0
+    buffered: int = 0
+    skipped: int = 0
+    missed: int = 0
+
+    def add(self, state: str) -> None:
+        """Count one decided occurrence."""
+        if state in (State.ENQUEUED, State.BUFFERED, State.SKIPPED, State.MISSED):
+            setattr(self, state, getattr(self, state) + 1)
+
+
+@dataclass
+class OpenFires:
+    """A schedule's unfinished fires, read under its row lock."""
+
+    active: int
+    buffered: list[int]
+
+
+def schedules_fire_due(*, now: datetime | None = None, batch_size: int | None = None) -> FiringReport:
+    """Fire every due occurrence of up to ``batch_size`` due schedules, in one transaction.
+
+    ``now`` replaces the database clock (tests drive DST transitions with it).
+    """
+    report = FiringReport()
+    started = time.perf_counter()
+    with transaction.atomic():
+        at = database_now() if now is None else now
+        due = list(Schedule.objects.select_for_update(skip_locked=True, of=("self",))
+                   .filter(enabled=True, next_fire_at__isnull=False, next_fire_at__lte=at)
+                   .order_by("next_fire_at")[: batch_size or settings.SCHEDULES_BATCH_SIZE])
+        advanced = []
+        for schedule in due:
+            try:
+                with transaction.atomic():  # one schedule the outbox refuses must not stop the others
+                    advanced.append((schedule.pk, _decide_due(schedule, at, report)))
+            except OutboxError as exc:
+                _pause_refused(schedule, exc, at)
+        _advance(advanced)
+        report.schedules = len(due)
+    metrics.TICK_SECONDS.observe(time.perf_counter() - started)
+    return report
+
+
+def _pause_refused(schedule: Schedule, exc: OutboxError, now: datetime) -> None:
+    # E.g. its task left the contract after it was created: firing it again would fail the same way.
+    logger.error("Schedule %s paused: the outbox refused its task row: %s", schedule.name, exc)
+    Schedule.objects.filter(pk=schedule.pk).update(enabled=False, note=f"Paused by the firing loop: {exc}"[:2000],
+                                                   updated_at=now, version=schedule.version + 1)
+
+
+def seconds_until_next_due(*, now: datetime | None = None) -> float | None:
+    """Seconds from now (database clock) to the earliest next fire of an enabled schedule; None if none."""
+    row = (Schedule.objects.filter(enabled=True, next_fire_at__isnull=False)
+           .order_by("next_fire_at").values_list("next_fire_at", flat=True).first())
+    if row is None:
+        return None
+    return (row - (database_now() if now is None else now)).total_seconds()
+
+
+def _advance(advanced: list[tuple[int, datetime | None]]) -> None:
+    """Set every claimed schedule's next_fire_at in one statement (a claim may hold hundreds)."""
+    if not advanced:
+        return
+    if connection.vendor != "postgresql":
+        for pk, next_at in advanced:
+            Schedule.objects.filter(pk=pk).update(next_fire_at=next_at)
+        return
+    table = Schedule._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS s SET next_fire_at = v.next_at FROM "  # noqa: S608
+            "unnest(%s::bigint[], %s::timestamptz[]) AS v(id, next_at) WHERE s.id = v.id",
+            [[pk for pk, _ in advanced], [next_at for _, next_at in advanced]],
+        )
+
+
+def _decide_due(schedule: Schedule, now: datetime, report: FiringReport) -> datetime | None:
+    """Decide every due occurrence of ``schedule``; returns its new next_fire_at (written by ``_advance``)."""
+    cadence = Cadence.of(schedule)
+    catchup_from = now - timedelta(seconds=schedule.catchup_window_seconds)
+    if schedule.overlap == Schedule.Overlap.ALLOW_ALL:
+        open_fires = None  # nothing to wait for: no need to read the unfinished fires
+    else:
+        open_fires = open_fires_of(schedule, now=now)
+        release_buffered(schedule, open_fires, now=now)
+    missed: list[Occurrence] = []
+    upcoming = occurrences(cadence, after=schedule.next_fire_at - _MICRO)
+    following = None
+    for decided, occurrence in enumerate(upcoming):
+        if occurrence.at > now or decided >= settings.SCHEDULES_MAX_OCCURRENCES_PER_CLAIM:
+            following = occurrence
+            break
+        if occurrence.at < catchup_from:
+            missed.append(occurrence)
+            continue
+        decision = Decision.SHIFTED if occurrence.shifted else Decision.FIRED
+        state = fire_record(schedule, nominal_at=occurrence.at, decision=decision, now=now, open_fires=open_fires)
+        report.add(state)
+    if missed:
+        _record_missed(schedule, missed, now)
+        report.missed += len(missed)
+    schedule.next_fire_at = following.at if following else None
+    return schedule.next_fire_at
+
+
+def open_fires_of(schedule: Schedule, *, now: datetime) -> OpenFires:
+    """The schedule's enqueued/running fires (not stale) and its buffered ones, oldest first."""
+    stale_before = now - timedelta(seconds=settings.SCHEDULES_FIRE_STALE_SECONDS)
+    rows = (ScheduleFire.objects.filter(schedule=schedule, state__in=[State.BUFFERED, *ScheduleFire.ACTIVE_STATES])
+            .order_by("nominal_at").values_list("pk", "state", "decided_at"))
+    active = sum(1 for _, state, decided in rows if state != State.BUFFERED and decided >= stale_before)
+    return OpenFires(active=active, buffered=[pk for pk, state, _ in rows if state == State.BUFFERED])
+
+
+def release_buffered(schedule: Schedule, open_fires: OpenFires, *, now: datetime) -> None:
+    """With nothing active, dispatch the oldest buffered fire (the caller holds the schedule's row lock)."""
+    if open_fires.active or not open_fires.buffered:
+        return
+    fire = ScheduleFire.objects.get(pk=open_fires.buffered.pop(0))
+    _dispatch(schedule, fire.pk, fire.nominal_at, now)
+    open_fires.active += 1
+
+
+def fire_record(schedule: Schedule, *, nominal_at: datetime, decision: str, now: datetime,
+                open_fires: OpenFires | None, overlap: str | None = None, replace_missed: bool = False) -> str | None:
+    """Record one occurrence under the overlap policy (None: no policy, always enqueue); returns its state.
+
+    Returns None when the occurrence already has a row; with ``replace_missed`` (backfill) a row
+    recorded as missed is decided again instead.
+    """
+    state = _overlap_state(overlap or schedule.overlap, open_fires)
+    fire_id = _insert_fire(schedule.pk, nominal_at, decision, state, now)
+    if fire_id is None and replace_missed:
+        fire_id = _redecide_missed(schedule.pk, nominal_at, decision, state, now)
+    if fire_id is None:
+        return None
+    if state == State.ENQUEUED:
+        _dispatch(schedule, fire_id, nominal_at, now)
+    if open_fires is not None:
+        if state == State.ENQUEUED:
+            open_fires.active += 1
+        elif state == State.BUFFERED:
+            open_fires.buffered.append(fire_id)
+    metrics.FIRES.labels(schedule.name, state).inc()
+    return state
+
+
+def _overlap_state(overlap: str, open_fires: OpenFires | None) -> str:
+    if open_fires is None or overlap == Schedule.Overlap.ALLOW_ALL:
+        return State.ENQUEUED
+    if not open_fires.active and not open_fires.buffered:
+        return State.ENQUEUED
+    if overlap == Schedule.Overlap.SKIP:
+        return State.SKIPPED
+    if overlap == Schedule.Overlap.BUFFER_ONE:
+        return State.SKIPPED if open_fires.buffered else State.BUFFERED
+    return State.BUFFERED
+
+
+def _insert_fire(schedule_id: int, nominal_at: datetime, decision: str, state: str, now: datetime) -> int | None:
+    # ON CONFLICT DO NOTHING: a duplicate occurrence must not abort the whole claim transaction.
+    table = ScheduleFire._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (schedule_id, nominal_at, decision, state, decided_at, task_id, error) "  # noqa: S608
+            "VALUES (%s, %s, %s, %s, %s, '', '') ON CONFLICT (schedule_id, nominal_at) DO NOTHING RETURNING id",
+            [schedule_id, nominal_at, decision, state, now],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _redecide_missed(schedule_id: int, nominal_at: datetime, decision: str, state: str, now: datetime) -> int | None:
+    fire = (ScheduleFire.objects.select_for_update()
+            .filter(schedule_id=schedule_id, nominal_at=nominal_at, state=State.MISSED).first())
+    if fire is None:
+        return None
+    ScheduleFire.objects.filter(pk=fire.pk, state=State.MISSED).update(decision=decision, state=state, decided_at=now)
+    return fire.pk
+
+
+def _dispatch(schedule: Schedule, fire_id: int, nominal_at: datetime, now: datetime) -> None:
+    """Write the fire's task row to the outbox and mark the fire enqueued (same transaction)."""
+    with enqueuing_fire(fire_id):
+        # No dedup key: the fire row is unique and commits with this row, so there is never a second.
+        message = enqueue(schedule.task, args=schedule.args, kwargs=schedule.kwargs, key=schedule.ordering_key,
+                          delay=_jitter_seconds(schedule, nominal_at))
+    ScheduleFire.objects.filter(pk=fire_id).update(state=State.ENQUEUED, fired_at=now,
+                                                   task_id=str(message.message_id))
+    metrics.LATENESS.observe(max(0.0, (now - nominal_at).total_seconds()))
+
+
+def _jitter_seconds(schedule: Schedule, nominal_at: datetime) -> float:
+    # Stable per occurrence, so a retried claim would pick the same delay; spreads fires over the jitter.
+    if not schedule.jitter_seconds:
+        return 0.0
+    seed = zlib.crc32(f"{schedule.pk}:{nominal_at.isoformat()}".encode())
+    return (seed % (schedule.jitter_seconds * 1000)) / 1000
+
+
+def _record_missed(schedule: Schedule, missed: list[Occurrence], now: datetime) -> None:
+    ScheduleFire.objects.bulk_create(
+        [ScheduleFire(schedule=schedule, nominal_at=occurrence.at, decision=Decision.MISSED, state=State.MISSED,
+                      decided_at=now) for occurrence in missed],
+        ignore_conflicts=True,
+    )
+    metrics.FIRES.labels(schedule.name, State.MISSED).inc(len(missed))
+    metrics.MISSED.labels(schedule.name).inc(len(missed))
+    logger.warning("Schedule %s: %d occurrence(s) from %s to %s were older than its catch-up window (%ss); "
+                   "recorded as missed", schedule.name, len(missed), missed[0].at.isoformat(),
+                   missed[-1].at.isoformat(), schedule.catchup_window_seconds)
