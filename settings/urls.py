@@ -24,6 +24,7 @@ api_patterns = [
     path("orders/", include("apps.orders.urls")),
     path("outbox/", include("apps.outbox.urls")),
     path("flags/", include("apps.flags.urls")),
+    path("sagas/", include("apps.sagas.urls")),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path("docs/", SwaggerView.as_view(url_name="schema", permission_classes=[AllowAny]), name="docs"),
 ]

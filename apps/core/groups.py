@@ -41,6 +41,11 @@ OPERATOR_OVERRIDES: dict[str, tuple[str, ...]] = {
     # schedule or cancel changes.
     "flags.flag": (*OPERATOR_ACTIONS, "add", "delete"),
     "flags.scheduledflagchange": (*OPERATOR_ACTIONS, "add", "delete"),
+    # Sagas: change on an instance is admin's Cancel, Retry compensation and Mark resolved (each audited);
+    # step attempts and received signals are the saga's history, written by the engine only.
+    "sagas.sagainstance": OPERATOR_ACTIONS,
+    "sagas.sagastepattempt": VIEWER_ACTIONS,
+    "sagas.sagasignal": VIEWER_ACTIONS,
 }
 
 

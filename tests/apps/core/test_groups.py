@@ -50,6 +50,9 @@ OPERATOR_ACTS = {
     "outbox.inboxentry": set(),
     "outbox.outboxmessage": {"change"},  # retry, discard, re-drive
     "outbox.relaystatus": set(),  # written by the relays only
+    "sagas.sagainstance": {"change"},  # cancel, retry compensation, mark resolved
+    "sagas.sagasignal": set(),  # the saga history is written by the engine only
+    "sagas.sagastepattempt": set(),
 }
 
 
@@ -156,6 +159,7 @@ ACTING_PAGES = {
     "admin:outbox_outboxmessage_changelist": {"retry", "discard", "redrive"},
     "admin:idempotency_idempotencyrecord_changelist": {"purge"},
     "admin:core_apikey_changelist": {"revoke"},
+    "admin:sagas_sagainstance_changelist": {"cancel", "retry", "resolve"},
 }
 
 
