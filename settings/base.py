@@ -264,6 +264,13 @@ FLAGS_POLL_SECONDS = env.integer("FLAGS_POLL_MS", 500, minimum=50) / 1000
 # Dotted path to `hook(request, user) -> dict` adding attributes (tenant, plan, …) to the context.
 FLAGS_CONTEXT_HOOK = env.text("FLAGS_CONTEXT_HOOK", "")
 
+# --- Sagas ------------------------------------------------------------------------------------
+# docs/sagas.md, "Settings": the sweeper's period, the compensation budget, and when a scheduled step
+# whose task never arrived is dispatched again.
+SAGAS_SWEEP_SECONDS = env.integer("SAGAS_SWEEP_SECONDS", 5, minimum=1)
+SAGAS_COMPENSATION_MAX_ATTEMPTS = env.integer("SAGAS_COMPENSATION_MAX_ATTEMPTS", 10, minimum=1)
+SAGAS_STEP_LOST_SECONDS = env.integer("SAGAS_STEP_LOST_SECONDS", 60, minimum=1)
+
 # --- Admin bootstrap (used by `manage.py ensure_admin`) ---------------------------------------
 ADMIN_USERNAME = env.text("DJANGO_SUPERUSER_USERNAME", "admin")
 ADMIN_EMAIL = env.text("DJANGO_SUPERUSER_EMAIL", "admin@example.com")

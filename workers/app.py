@@ -19,6 +19,7 @@ app.conf.task_queues = TASK_QUEUES
 app.conf.task_routes = task_routes()
 app.conf.beat_schedule = BEAT_SCHEDULE
 # Task modules are imported when the worker starts, after Django is set up.
-app.conf.imports = ["workers.tasks.core", "workers.tasks.outbox", "workers.tasks.idempotency", "workers.tasks.flags"]
+app.conf.imports = ["workers.tasks.core", "workers.tasks.outbox", "workers.tasks.idempotency", "workers.tasks.flags",
+                    "workers.tasks.sagas"]
 observability.connect(app)
 startup.connect(app)

@@ -9,6 +9,7 @@ from apps.core.task_contract import (
     INBOX_PURGE,
     OUTBOX_PURGE,
     OUTBOX_RELAY,
+    SAGAS_SWEEP,
 )
 
 BEAT_SCHEDULE = {
@@ -45,6 +46,12 @@ BEAT_SCHEDULE = {
         "task": FLAGS_APPLY_SCHEDULED,
         "schedule": 30.0,
         "options": {"expires": 30},
+    },
+    # Sagas: steps whose task was lost or whose timeout passed are re-dispatched or failed (docs/sagas.md).
+    "sagas-sweep": {
+        "task": SAGAS_SWEEP,
+        "schedule": float(settings.SAGAS_SWEEP_SECONDS),
+        "options": {"expires": settings.SAGAS_SWEEP_SECONDS},
     },
 }
 

@@ -14,6 +14,10 @@ INBOX_PURGE = "outbox.purge_inbox"
 IDEMPOTENCY_PURGE = "idempotency.purge"
 FLAGS_APPLY_SCHEDULED = "flags.apply_scheduled"
 
+# Sagas (docs/sagas.md): one step attempt per message; the sweeper times out and re-dispatches.
+SAGAS_RUN_STEP = "sagas.run_step"
+SAGAS_SWEEP = "sagas.sweep"
+
 # Which queue each task runs on.
 TASK_QUEUES = {
     HEARTBEAT: "default",
@@ -23,4 +27,7 @@ TASK_QUEUES = {
     INBOX_PURGE: "default",
     IDEMPOTENCY_PURGE: "default",
     FLAGS_APPLY_SCHEDULED: "default",
+    # Sagas
+    SAGAS_RUN_STEP: "default",
+    SAGAS_SWEEP: "default",
 }

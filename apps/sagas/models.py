@@ -53,6 +53,8 @@ class SagaInstance(models.Model):
         indexes = [
             models.Index(fields=["state", "-created_at"], name="saga_state_newest"),
             models.Index(fields=["name", "state"], name="saga_name_state"),
+            # The sweeper's scan for running sagas past their own deadline (migration 0002).
+            models.Index(fields=["deadline_at"], name="saga_running_deadline", condition=Q(state="running")),
         ]
 
     def __str__(self) -> str:
@@ -83,6 +85,9 @@ class SagaStepAttempt(models.Model):
     step_index = models.PositiveIntegerField()
     kind = models.CharField(max_length=16, choices=Kind.choices)
     attempt = models.PositiveIntegerField(default=1)
+    # Which try of the current budget this is: equal to ``attempt`` for actions; an operator's saga_retry
+    # gives a failed compensation a fresh budget, starting again at 1 (migration 0002).
+    budget_attempt = models.PositiveIntegerField(default=1)
     state = models.CharField(max_length=16, choices=State.choices, default=State.SCHEDULED)
     # The same on every attempt of this step's action (or compensation): pass it to external APIs.
     idempotency_key = models.CharField(max_length=200)
@@ -111,6 +116,9 @@ class SagaStepAttempt(models.Model):
                          condition=Q(state__in=["scheduled", "running", "waiting"])),
             models.Index(fields=["signal_topic", "signal_key"], name="saga_attempt_waiting_signal",
                          condition=Q(state="waiting")),
+            # The sweeper's scan for lost dispatches: scheduled attempts by due time (migration 0002).
+            models.Index(fields=["scheduled_at"], name="saga_attempt_scheduled_due",
+                         condition=Q(state="scheduled")),
         ]
 
     def __str__(self) -> str:
