@@ -102,8 +102,9 @@ class SagaRetryView(APIView):
         operation_id="sagas_retry", parameters=[SAGA_ID], request=SagaReasonSerializer,
         responses=SagaDetailSerializer,
         description="Run the failed compensation of a compensation_failed saga again, with a fresh attempt "
-                    "budget (the saga is compensating again). 409 in any other state. Audited; the body "
-                    "(optional) gives the reason.",
+                    "budget (the saga is compensating again; running again when what stopped it was a step past "
+                    "the pivot that the code no longer declared). 409 in any other state, or while that step is "
+                    "still not declared. Audited; the body (optional) gives the reason.",
     )
     def post(self, request: Request, saga_id) -> Response:
         instance = saga_retry(saga_id=saga_id, actor=Actor.from_request(request, via=Via.API),

@@ -233,3 +233,27 @@ def test_viewers_read_but_every_action_is_403(viewer, action):
 
     assert "sagas.change_sagainstance" in problem["detail"]
     assert (SagaInstance.objects.get(pk=saga.pk).state, _audit(saga)) == (State.COMPENSATION_FAILED, [])
+
+
+def test_an_operator_retry_brings_a_real_compensation_failed_saga_to_compensated(operator, settings):
+    """Through the engine: b fails for good, a's compensation fails its whole budget, the API retry finishes it."""
+    from tests.apps.sagas.support import run_scheduled, start
+
+    settings.SAGAS_COMPENSATION_MAX_ATTEMPTS = 2
+    saga = run_scheduled(start("tests.three", "order-9", fail={"b": {"permanent": True}},
+                               comp_fail={"a": {"times": 2}}))
+    assert saga.state == State.COMPENSATION_FAILED
+
+    listed_ids = listed(operator.get("/api/sagas/", {"state": "compensation_failed", "key": "order-9"}))
+    response = operator.post(f"/api/sagas/{saga.pk}/retry/", {"reason": "stock service is back"}, format="json")
+
+    assert listed_ids == [str(saga.pk)]
+    assert (response.status_code, response.json()["state"]) == (200, "compensating"), response.content
+    assert run_scheduled(saga).state == State.COMPENSATED
+    timeline = operator.get(f"/api/sagas/{saga.pk}/").json()["timeline"]
+    compensations = [row for row in timeline if row["kind"] == "compensation"]
+    assert [(row["step"], row["attempt"], row["state"]) for row in compensations] == [
+        ("a", 1, "failed"), ("a", 2, "failed"), ("a", 3, "succeeded")]
+    assert len({row["idempotency_key"] for row in compensations}) == 1  # the retry reuses the step's key
+    assert all(row["duration_seconds"] is not None and row["started_at"] for row in compensations)
+    assert _audit(saga) == [("saga.retry", "ops", "api", "stock service is back")]
