@@ -21,6 +21,7 @@ from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from apps.core.admin_base import ReadOnlyAdmin
@@ -35,6 +36,7 @@ from apps.sagas.services import saga_cancel, saga_resolve, saga_retry
 
 MAX_REASON_LENGTH = 2000
 PREVIEW_ROWS = 100
+MAX_SELECTED = 200
 State = SagaInstance.State
 
 
@@ -102,6 +104,14 @@ ACTIONS = {
 }
 
 
+class HistoryAdmin(ReadOnlyAdmin):
+    """The saga tables grow with every step: no full-table count on page loads (result count, facets, paginator)."""
+
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = CountingPaginator
+
+
 def json_block(value) -> str:
     """A JSON value pretty-printed in a <pre> block."""
     return format_html('<pre style="white-space: pre-wrap; margin: 0;">{}</pre>',
@@ -109,7 +119,7 @@ def json_block(value) -> str:
 
 
 @admin.register(SagaInstance)
-class SagaInstanceAdmin(ReadOnlyAdmin):
+class SagaInstanceAdmin(HistoryAdmin):
     list_display = ("id", "name", "key", "state", "current_step", "created_at", "age", "finished_at")
     list_filter = (SagaNameFilter, "state", AgeFilter, "created_at")
     search_fields = ("key",)  # enables the search box; get_search_results does the matching
@@ -124,9 +134,6 @@ class SagaInstanceAdmin(ReadOnlyAdmin):
     readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
     actions = list(ACTIONS)
     change_form_template = "admin/sagas/sagainstance/change_form.html"
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = CountingPaginator
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """The actions change instances, so they need the change permission the read-only pages do not grant."""
@@ -138,10 +145,10 @@ class SagaInstanceAdmin(ReadOnlyAdmin):
         steps = instance.definition_steps or []
         return steps[instance.step_index] if instance.step_index < len(steps) else "—"
 
-    @admin.display(description="age")
+    @admin.display(description="age (finished: run time)")
     def age(self, instance: SagaInstance) -> str:
-        end = instance.finished_at or instance.updated_at
-        return duration_text((end - instance.created_at).total_seconds()) if end else "—"
+        end = instance.finished_at or timezone.now()
+        return duration_text((end - instance.created_at).total_seconds())
 
     @admin.display(description="steps")
     def definition_steps_display(self, instance: SagaInstance) -> str:
@@ -199,8 +206,13 @@ class SagaInstanceAdmin(ReadOnlyAdmin):
         form = chosen.form(request.POST if request.POST.get("confirm") == "yes" else None)
         if not (form.is_bound and form.is_valid()):
             return self._confirmation(request, queryset, action, form)
+        saga_ids = list(queryset.values_list("id", flat=True)[:MAX_SELECTED + 1])
+        if len(saga_ids) > MAX_SELECTED:
+            # One service call (one transaction) per saga, all in this request: a bounded batch keeps it short.
+            self.message_user(request, f"Select at most {MAX_SELECTED} sagas per action; nothing was done.",
+                              messages.ERROR)
+            return None
         actor = Actor.from_request(request, via=Via.ADMIN)
-        saga_ids = list(queryset.values_list("id", flat=True))
         acted = 0
         for saga_id in saga_ids:
             try:
@@ -237,7 +249,7 @@ class SagaInstanceAdmin(ReadOnlyAdmin):
 
 
 @admin.register(SagaStepAttempt)
-class SagaStepAttemptAdmin(ReadOnlyAdmin):
+class SagaStepAttemptAdmin(HistoryAdmin):
     list_display = ("id", "instance_id", "step", "kind", "attempt", "state", "scheduled_at", "started_at",
                     "finished_at")
     list_filter = ("kind", "state")
@@ -247,30 +259,23 @@ class SagaStepAttemptAdmin(ReadOnlyAdmin):
         "instance", "step", "step_index", "kind", "attempt", "state", "idempotency_key", "token", "task_id",
         "scheduled_at", "started_at", "finished_at", "deadline_at", "result", "error", "signal_topic", "signal_key",
     )
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = CountingPaginator
-
     def get_search_results(self, request, queryset, search_term):
+        # Exact matches only, each answered by an index: a saga's attempts, or the attempts of one key.
         term = search_term.strip()
-        if not term:
-            return queryset, False
+        query = Q(idempotency_key=term)
         try:
-            return queryset.filter(instance_id=uuid.UUID(term)), False
+            query = Q(instance_id=uuid.UUID(term))
         except ValueError:
-            return queryset.filter(idempotency_key=term), False
+            pass
+        return (queryset.filter(query) if term else queryset), False
 
 
 @admin.register(SagaSignal)
-class SagaSignalAdmin(ReadOnlyAdmin):
+class SagaSignalAdmin(HistoryAdmin):
     list_display = ("id", "topic", "key", "received_at", "consumed_by_id")
     search_fields = ("key",)
     search_help_text = "Exact signal key or topic."
     fields = readonly_fields = ("topic", "key", "event_id", "payload", "received_at", "consumed_by")
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = CountingPaginator
-
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
         return (queryset.filter(Q(key=term) | Q(topic=term)) if term else queryset), False

@@ -7,7 +7,7 @@ and resolve need ``change_sagainstance`` (admin's actions need it too), and each
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from apps.core.audit import Actor, Via
 from apps.core.pagination import StandardPagination
 from apps.core.permissions import StaffModelPermissions, model_permission
+from apps.core.serializers import StrictSerializer
 from apps.sagas.models import SagaInstance
 from apps.sagas.selectors import saga_definition_status, saga_get, saga_list, saga_timeline
 from apps.sagas.serializers import (
@@ -39,12 +40,6 @@ def saga_detail_data(instance: SagaInstance) -> dict:
     """The detail answer of one instance: its fields, definition status and timeline."""
     context = {"definition": saga_definition_status(instance), "timeline": saga_timeline(saga_id=instance.pk)}
     return SagaDetailSerializer(instance, context=context).data
-
-
-def _reason(request: Request) -> str:
-    body = SagaReasonSerializer(data=request.data)
-    body.is_valid(raise_exception=True)
-    return body.validated_data.get("reason", "")
 
 
 class SagaListView(GenericAPIView):
@@ -77,55 +72,53 @@ class SagaDetailView(APIView):
         return Response(saga_detail_data(saga_get(saga_id=saga_id)))
 
 
-class SagaCancelView(APIView):
+class SagaActionView(APIView):
+    """POST /api/sagas/{id}/<action>/: parse the body, call the action's service as the caller, answer the detail."""
+
     permission_classes = [StaffModelPermissions]
     required_permissions = OPERATE
+    body_class: type[StrictSerializer] = SagaReasonSerializer
 
-    @extend_schema(
-        operation_id="sagas_cancel", parameters=[SAGA_ID], request=SagaReasonSerializer,
-        responses=SagaDetailSerializer,
-        description="Compensate now: the saga runs the compensations of its completed steps and ends "
-                    "cancelled (a step in flight finishes first). 409 when it is terminal or past its pivot. "
-                    "Audited; the body (optional) gives the reason.",
-    )
+    def act(self, *, saga_id, actor: Actor, body: dict) -> SagaInstance:
+        raise NotImplementedError
+
     def post(self, request: Request, saga_id) -> Response:
-        instance = saga_cancel(saga_id=saga_id, actor=Actor.from_request(request, via=Via.API),
-                               reason=_reason(request))
-        return Response(saga_detail_data(instance))
-
-
-class SagaRetryView(APIView):
-    permission_classes = [StaffModelPermissions]
-    required_permissions = OPERATE
-
-    @extend_schema(
-        operation_id="sagas_retry", parameters=[SAGA_ID], request=SagaReasonSerializer,
-        responses=SagaDetailSerializer,
-        description="Run the failed compensation of a compensation_failed saga again, with a fresh attempt "
-                    "budget (the saga is compensating again; running again when what stopped it was a step past "
-                    "the pivot that the code no longer declared). 409 in any other state, or while that step is "
-                    "still not declared. Audited; the body (optional) gives the reason.",
-    )
-    def post(self, request: Request, saga_id) -> Response:
-        instance = saga_retry(saga_id=saga_id, actor=Actor.from_request(request, via=Via.API),
-                              reason=_reason(request))
-        return Response(saga_detail_data(instance))
-
-
-class SagaResolveView(APIView):
-    permission_classes = [StaffModelPermissions]
-    required_permissions = OPERATE
-
-    @extend_schema(
-        operation_id="sagas_resolve", parameters=[SAGA_ID], request=SagaResolveSerializer,
-        responses=SagaDetailSerializer,
-        description="Mark a compensation_failed saga compensated after fixing by hand what its compensation "
-                    "could not undo; the note (required) is kept on the instance. 409 in any other state. "
-                    "Audited.",
-    )
-    def post(self, request: Request, saga_id) -> Response:
-        body = SagaResolveSerializer(data=request.data)
+        body = self.body_class(data=request.data)
         body.is_valid(raise_exception=True)
-        instance = saga_resolve(saga_id=saga_id, actor=Actor.from_request(request, via=Via.API),
-                                note=body.validated_data["note"])
+        instance = self.act(saga_id=saga_id, actor=Actor.from_request(request, via=Via.API),
+                            body=body.validated_data)
         return Response(saga_detail_data(instance))
+
+
+def _action_schema(operation_id: str, body: type[StrictSerializer], description: str):
+    return extend_schema_view(post=extend_schema(operation_id=operation_id, parameters=[SAGA_ID], request=body,
+                                                 responses=SagaDetailSerializer, description=description))
+
+
+@_action_schema("sagas_cancel", SagaReasonSerializer,
+                "Compensate now: the saga runs the compensations of its completed steps and ends cancelled (a "
+                "step in flight finishes first). 409 when it is not running or past its pivot. Audited; the body "
+                "(optional) gives the reason.")
+class SagaCancelView(SagaActionView):
+    def act(self, *, saga_id, actor: Actor, body: dict) -> SagaInstance:
+        return saga_cancel(saga_id=saga_id, actor=actor, reason=body.get("reason", ""))
+
+
+@_action_schema("sagas_retry", SagaReasonSerializer,
+                "Run the failed compensation of a compensation_failed saga again, with a fresh attempt budget (the "
+                "saga is compensating again; running again when what stopped it was a step past the pivot that "
+                "the code no longer declared). 409 in any other state, or while that step is still not declared. "
+                "Audited; the body (optional) gives the reason.")
+class SagaRetryView(SagaActionView):
+    def act(self, *, saga_id, actor: Actor, body: dict) -> SagaInstance:
+        return saga_retry(saga_id=saga_id, actor=actor, reason=body.get("reason", ""))
+
+
+@_action_schema("sagas_resolve", SagaResolveSerializer,
+                "Mark a compensation_failed saga compensated after fixing by hand what its compensation could not "
+                "undo; the note (required) is kept on the instance. 409 in any other state. Audited.")
+class SagaResolveView(SagaActionView):
+    body_class = SagaResolveSerializer
+
+    def act(self, *, saga_id, actor: Actor, body: dict) -> SagaInstance:
+        return saga_resolve(saga_id=saga_id, actor=actor, note=body["note"])

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from apps.core.admin_base import age_text
 from apps.sagas.models import SagaStepAttempt
 
 
@@ -17,22 +18,14 @@ def attempt_duration_seconds(attempt: SagaStepAttempt) -> float | None:
 
 
 def duration_text(seconds: float | None) -> str:
-    """A duration for people: "850 ms", "4.2 s", "3 min 5 s", "2 h 10 min", "3 d 4 h"; "—" when unknown."""
+    """A duration for people, down to milliseconds: "850 ms", "4.2 s", then as admin's ages ("3 min 5 s")."""
     if seconds is None:
         return "—"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 60:
         return f"{seconds:.1f} s"
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {secs} s"
+    return age_text(seconds)
 
 
 @dataclass(frozen=True)

@@ -203,3 +203,17 @@ def test_attempt_and_signal_pages_are_read_only(operator):
     page = operator.get(reverse("admin:sagas_sagastepattempt_change", args=[attempt.pk]))
     assert page.status_code == 200 and b'name="_save"' not in page.content
     assert operator.get(reverse("admin:sagas_sagasignal_changelist")).status_code == 200
+
+
+def test_an_action_on_more_sagas_than_one_request_should_handle_does_nothing(operator, monkeypatch):
+    from apps.sagas import admin as saga_admin
+
+    monkeypatch.setattr(saga_admin, "MAX_SELECTED", 1)
+    first, second = failed_compensation_saga(), failed_compensation_saga()
+
+    done = operator.post(CHANGELIST, {"action": "retry", "_selected_action": [first.pk, second.pk],
+                                      "confirm": "yes", "reason": ""}, follow=True)
+
+    assert "Select at most 1 sagas per action; nothing was done." in [str(m) for m in done.context["messages"]]
+    assert set(SagaInstance.objects.values_list("state", flat=True)) == {State.COMPENSATION_FAILED}
+    assert _audit(first) == _audit(second) == []
