@@ -68,6 +68,12 @@ bench-flags: venv
 bench-resilience: venv
 	$(BIN)/python -m tests.benchmarks.bench_resilience $(BENCH_ARGS)
 
+# Saga engine: 3-step sagas on real workers vs a bare Celery chain (docs/benchmarks.md).
+.PHONY: bench-sagas
+bench-sagas: export TASKPLANE_ENV_FILE = off
+bench-sagas: venv
+	DJANGO_SETTINGS_MODULE=settings.test $(BIN)/python -m tests.benchmarks.bench_sagas $(BENCH_ARGS)
+
 # Fault-injection soaks (docs/reliability.md): rounds of kill -9 of every process kind, repeated PostgreSQL
 # restarts and crashes, repeated RabbitMQ outages, with many more orders than the short variants in `make test`.
 # Each runs against private PostgreSQL, Redis and RabbitMQ servers it starts itself. CHAOS_ARGS passes pytest options.

@@ -38,7 +38,7 @@ from apps.sagas.flow import (
     compensate_next,
     compensation_failed,
     log_extra,
-    step_missing,
+    step_unusable,
     with_cas_retries,
 )
 from apps.sagas.models import SagaInstance, SagaStepAttempt
@@ -65,6 +65,15 @@ class _Claim:
     step: Step
     token: uuid.UUID
     started: float
+    transitions: int = 0
+
+    def current_instance(self) -> SagaInstance:
+        """The instance as read before the claim on the first try (its version CAS catches any change since),
+        read again after a lost race."""
+        self.transitions += 1
+        if self.transitions > 1:
+            self.instance = SagaInstance.objects.get(pk=self.instance.pk)
+        return self.instance
 
 
 def step_run(*, attempt_id: int) -> str:
@@ -81,11 +90,16 @@ def step_run(*, attempt_id: int) -> str:
     claim = _claim(attempt, instance, step)
     if claim is None:
         return "already-claimed"
-    function = step.action_function() if attempt.kind == Kind.ACTION else step.compensation_function()
+    try:
+        function = step.action_function() if attempt.kind == Kind.ACTION else step.compensation_function()
+    except Exception as exc:  # a dotted path that does not import: the attempt fails like a raising step
+        outcome = with_cas_retries(_fail, claim, exc)
+        _observe(claim, outcome)
+        return outcome
     context = StepContext(saga_id=str(instance.pk), saga_name=instance.name, key=instance.key, step=step.name,
                           attempt=attempt.attempt, idempotency_key=attempt.idempotency_key,
                           data=copy.deepcopy(instance.context))
-    logger.info("Saga %s step %s %s attempt %d started", instance.name, step.name, attempt.kind, attempt.attempt,
+    logger.debug("Saga %s step %s %s attempt %d started", instance.name, step.name, attempt.kind, attempt.attempt,
                 extra=log_extra(instance, step.name, kind=attempt.kind, attempt=attempt.attempt))
     try:
         if step.in_transaction:
@@ -147,7 +161,7 @@ def _complete(claim: _Claim, result: dict[str, Any], *, inside: bool = False) ->
         if inside:
             raise _Lost()  # roll back what the action wrote in this transaction
         return "lost"
-    instance = SagaInstance.objects.get(pk=claim.instance.pk)
+    instance = claim.current_instance()
     attempt = claim.attempt
     if attempt.kind == Kind.ACTION:
         advance(instance, index=attempt.step_index + 1, context={**instance.context, **result},
@@ -161,7 +175,7 @@ def _fail(claim: _Claim, error: Exception) -> str:
     text = f"{type(error).__name__}: {error}"[:4000]
     if _mine(claim).update(state=State.FAILED, finished_at=Now(), error=text) != 1:
         return "lost"
-    instance = SagaInstance.objects.get(pk=claim.instance.pk)
+    instance = claim.current_instance()
     step, attempt = claim.step, claim.attempt
     logger.warning("Saga %s step %s %s attempt %d failed: %s", instance.name, step.name, attempt.kind,
                    attempt.attempt, text, extra=log_extra(instance, step.name, kind=attempt.kind, error=text))
@@ -191,7 +205,7 @@ def _not_declared(attempt: SagaStepAttempt) -> str:
                 state=State.CANCELLED, finished_at=Now()) != 1:
             return "already-claimed"
         instance = SagaInstance.objects.get(pk=attempt.instance_id)
-        step_missing(instance, index=attempt.step_index, kind=attempt.kind)
+        step_unusable(instance, index=attempt.step_index, kind=attempt.kind)
         return "not-declared"
 
     return with_cas_retries(transition)

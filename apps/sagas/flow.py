@@ -76,8 +76,13 @@ def log_extra(instance: SagaInstance, step: str = "", **more: Any) -> dict[str, 
     return {"saga_id": str(instance.pk), "saga": instance.name, "saga_key": instance.key, "step": step, **more}
 
 
-def advance(instance: SagaInstance, *, index: int, context: dict[str, Any], **changes: Any) -> None:
-    """Move forward to the first step at or after ``index`` that runs (or complete the saga)."""
+def advance(instance: SagaInstance, *, index: int, context: dict[str, Any], attempt: int = 1,
+            **changes: Any) -> None:
+    """Move forward to the first step at or after ``index`` that runs (or complete the saga).
+
+    ``attempt`` numbers the attempt written for the step at ``index`` (an operator's retry continues
+    after the attempts it already has); later steps start at 1.
+    """
     if instance.cancel_requested:
         if changes.get("pivot_passed") and not instance.pivot_passed:
             # The pivot succeeded while the cancel waited for it: the saga can no longer compensate.
@@ -87,24 +92,31 @@ def advance(instance: SagaInstance, *, index: int, context: dict[str, Any], **ch
         elif not instance.pivot_passed:
             begin_compensation(instance, below=index, failure=instance.failure, context=context, **changes)
             return
-    steps = instance.definition_steps
+    steps, start = instance.definition_steps, index
     while index < len(steps):
+        number = attempt if index == start else 1
         step = code_step(instance, index)
         if step is None:
-            step_missing(instance, index=index, kind=Kind.ACTION, context=context, **changes)
+            step_unusable(instance, index=index, kind=Kind.ACTION, context=context, **changes)
             return
-        if step.when is not None and not step.when(dict(context)):
-            record_attempt(instance, step.name, index, kind=Kind.ACTION, state=State.SKIPPED)
+        try:
+            skip = step.when is not None and not step.when(dict(context))
+            payload = wait_begin(instance, step, index, context, attempt=number) if step.signal and not skip else None
+        except Exception as exc:  # the step author's predicate or signal key: the step cannot run
+            step_unusable(instance, index=index, kind=Kind.ACTION, problem=f"{type(exc).__name__}: {exc}",
+                          context=context, **changes)
+            return
+        if skip:
+            record_attempt(instance, step.name, index, kind=Kind.ACTION, state=State.SKIPPED, attempt=number)
             index += 1
             continue
         if step.signal is not None:
-            payload = wait_begin(instance, step, index, context)
             if payload is None:
                 break
             context = {**context, **payload}
             index += 1
             continue
-        schedule_attempt(instance, step, index, kind=Kind.ACTION, attempt=1)
+        schedule_attempt(instance, step, index, kind=Kind.ACTION, attempt=number)
         break
     else:
         finish(instance, Saga.COMPLETED, step_index=index, context=context, **changes)
@@ -114,6 +126,7 @@ def advance(instance: SagaInstance, *, index: int, context: dict[str, Any], **ch
 
 def finish(instance: SagaInstance, state: str, **changes: Any) -> None:
     """End the instance in ``state`` (terminal, or compensation_failed waiting for an operator)."""
+    changes = {name: value for name, value in changes.items() if name not in ("state", "finished_at")}
     save_instance(instance, state=state, finished_at=Now(), **changes)
     metrics.count_ending(instance.name, state)
     log = logger.warning if state == Saga.COMPENSATION_FAILED else logger.info
@@ -146,7 +159,7 @@ def compensate_next(instance: SagaInstance, *, below: int, **changes: Any) -> No
     for index in steps_to_compensate(instance, below=below):
         step = code_step(instance, index)
         if step is None:
-            step_missing(instance, index=index, kind=Kind.COMPENSATION, **changes)
+            step_unusable(instance, index=index, kind=Kind.COMPENSATION, **changes)
             return
         if step.compensation is None:
             continue
@@ -158,11 +171,13 @@ def compensate_next(instance: SagaInstance, *, below: int, **changes: Any) -> No
     finish(instance, Saga.CANCELLED if instance.cancel_requested else Saga.COMPENSATED, **changes)
 
 
-def step_missing(instance: SagaInstance, *, index: int, kind: str, **changes: Any) -> None:
-    """The recorded step is gone from the code: compensate if still allowed, else wait for an operator."""
+def step_unusable(instance: SagaInstance, *, index: int, kind: str, problem: str = "", **changes: Any) -> None:
+    """The recorded step cannot run (gone from the code, or its condition raised): compensate if still
+    allowed, else wait for an operator (compensation_failed)."""
     name = instance.definition_steps[index]
-    error = f"step {name!r} is no longer declared in saga {instance.name!r} (the code changed)"
-    record_attempt(instance, name, index, kind=kind, state=State.FAILED, error=error,
+    error = (f"step {name!r} cannot run: {problem}" if problem
+             else f"step {name!r} is no longer declared in saga {instance.name!r} (the code changed)")
+    record_attempt(instance, name, index, kind=kind, state=State.FAILED, error=error[:4000],
                    attempt=next_attempt_number(instance, index, kind))
     logger.error("Saga %s %s: %s", instance.name, instance.pk, error, extra=log_extra(instance, name))
     earlier_failure = changes.pop("failure", instance.failure)
@@ -171,7 +186,7 @@ def step_missing(instance: SagaInstance, *, index: int, kind: str, **changes: An
         begin_compensation(instance, below=index, failure=error, **changes)
         return
     what = "cannot go forward past the pivot" if kind == Kind.ACTION else "cannot compensate it"
-    failure = f"{earlier_failure}\n{error}: {what}; restore the step and retry, or resolve by hand"
+    failure = f"{earlier_failure}\n{error}: {what}; fix the code and retry, or resolve by hand"
     finish(instance, Saga.COMPENSATION_FAILED, step_index=index, failure=failure.strip()[:4000], **changes)
 
 

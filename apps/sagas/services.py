@@ -84,7 +84,8 @@ def saga_cancel(*, saga_id: Any, actor: Actor, reason: str) -> SagaInstance:
     def transition() -> SagaInstance:
         instance = saga_get(saga_id=saga_id)
         if instance.state != Saga.RUNNING or instance.cancel_requested:
-            raise Conflict(f"Saga {instance.pk} is {instance.state}: only a running saga can be cancelled.")
+            state = "already being cancelled" if instance.cancel_requested else instance.state
+            raise Conflict(f"Saga {instance.pk} is {state}: only a running saga can be cancelled.")
         if instance.pivot_passed:
             raise Conflict(f"Saga {instance.pk} passed its pivot step: it can only move forward.")
         failure = f"cancelled by {actor.name}: {reason}".strip().rstrip(":")
@@ -118,9 +119,13 @@ def saga_retry(*, saga_id: Any, actor: Actor, reason: str) -> SagaInstance:
         if step is None:
             raise Conflict(f"Step {instance.definition_steps[index]!r} is still not declared in the code: "
                            "restore it, or resolve the saga by hand.")
-        schedule_attempt(instance, step, index, kind=kind, attempt=next_attempt_number(instance, index, kind),
-                         budget_attempt=1)
-        save_instance(instance, state=Saga.RUNNING if kind == Kind.ACTION else Saga.COMPENSATING, finished_at=None)
+        number = next_attempt_number(instance, index, kind)
+        if kind == Kind.ACTION:  # a forward step past the pivot: go on as the saga would have
+            _advance(instance, index=index, context=instance.context, attempt=number, state=Saga.RUNNING,
+                     finished_at=None)
+        else:
+            schedule_attempt(instance, step, index, kind=kind, attempt=number, budget_attempt=1)
+            save_instance(instance, state=Saga.COMPENSATING, finished_at=None)
         _audit(instance, actor=actor, action="saga.retry", reason=reason, step=step.name, kind=kind)
         return instance
 

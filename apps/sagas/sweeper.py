@@ -30,7 +30,7 @@ from apps.sagas.flow import (
     compensation_failed,
     log_extra,
     open_attempt,
-    step_missing,
+    step_unusable,
     wait_timed_out,
     with_cas_retries,
 )
@@ -75,7 +75,7 @@ def _time_out(attempt_id: int) -> bool:
                    error, extra=log_extra(instance, attempt.step, kind=attempt.kind, outcome="timed_out"))
     step = code_step(instance, attempt.step_index)
     if step is None:
-        step_missing(instance, index=attempt.step_index, kind=attempt.kind)
+        step_unusable(instance, index=attempt.step_index, kind=attempt.kind)
     elif attempt.kind == Kind.ACTION:
         action_failed(instance, attempt, step, error=error, retryable=True)
     elif attempt.kind == Kind.COMPENSATION:

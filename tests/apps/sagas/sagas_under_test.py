@@ -123,6 +123,10 @@ SLOW = saga("tests.slow", steps=[
 NOT_STARTED = saga("tests.schedule_to_start", steps=[
     _step("a", schedule_to_start_seconds=1, retry=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.01,
                                                               retry_on=(Exception,)))])
+SCHEDULE_TO_CLOSE = saga("tests.schedule_to_close", steps=[
+    _step("a"),
+    _step("b", schedule_to_close_seconds=30, retry=RetryPolicy(max_attempts=50, base_delay=0.01, max_delay=0.01,
+                                                              retry_on=(Exception,)))])
 DEADLINE = saga("tests.deadline", deadline_seconds=1, steps=[
     _step("a"), Step("approval", signal=Signal(APPROVAL, timeout_seconds=600))])
 IN_TRANSACTION = saga("tests.in_transaction", steps=[

@@ -2,6 +2,7 @@
 
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
@@ -98,6 +99,22 @@ def test_schedule_to_start_timeout_retries_then_compensates_via_the_sweeper():
     assert saga.state == "compensated"
     assert [(a, s) for _, _, a, s in timeline(saga)] == [(1, "timed_out"), (2, "timed_out")]
     assert calls() == []  # never started: nothing to compensate
+
+
+@pytest.mark.django_db
+def test_schedule_to_close_ends_the_retries_of_a_step():
+    saga = run_scheduled(start("tests.schedule_to_close", "k1", fail={"b": {"times": -1}}), only=3)
+    b = SagaStepAttempt.objects.filter(instance=saga, step="b").order_by("attempt")
+    assert [a.state for a in b] == ["failed", "failed", "scheduled"]  # within its 30 s: retried
+    first = b[0]
+    assert b[2].deadline_at <= first.scheduled_at + timedelta(seconds=30)  # the open attempt ends with the budget
+    SagaStepAttempt.objects.filter(pk=first.pk).update(scheduled_at=first.scheduled_at - timedelta(seconds=60))
+
+    saga = run_scheduled(saga)
+
+    assert saga.state == "compensated"
+    assert "schedule-to-close: no time left" in saga.failure
+    assert SagaStepAttempt.objects.filter(instance=saga, step="b").count() == 3  # 50 allowed by the policy
 
 
 @pytest.mark.django_db

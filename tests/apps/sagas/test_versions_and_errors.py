@@ -108,3 +108,19 @@ def test_an_outage_inside_a_step_is_raised_and_does_not_count_as_an_attempt():
     assert (attempt.state, attempt.token, attempt.started_at) == ("scheduled", None, None)
     assert run_scheduled(saga).state == "completed"
     assert SagaStepAttempt.objects.filter(instance=saga, step="a").count() == 1
+
+
+def test_a_raising_condition_fails_the_step_instead_of_the_transaction(redeclare):
+    def broken(data):
+        raise KeyError("no such field")
+
+    redeclare(THREE, "a", "b", "optional", "c")
+    definitions._declared["tests.three"] = SagaDefinition(
+        name="tests.three", declared_in=THREE.declared_in,
+        steps=tuple(_step(name, when=broken) if name == "optional" else THREE.step_named(name)
+                    for name in ("a", "b", "optional", "c")))
+    saga = run_scheduled(start("tests.three", "k1"))
+
+    assert saga.state == "compensated"
+    assert "step 'optional' cannot run: KeyError" in saga.failure
+    assert calls() == ["k1:a:action:1", "k1:b:action:1", "k1:b:compensation:1", "k1:a:compensation:1"]
