@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 
 LIST_FIELDS = {"id", "name", "key", "state", "step_index", "pivot_passed", "failure", "cancel_requested",
                "resolution_note", "deadline_at", "created_at", "updated_at", "finished_at"}
-ATTEMPT_FIELDS = {"id", "step", "step_index", "kind", "attempt", "state", "idempotency_key", "task_id",
+ATTEMPT_FIELDS = {"id", "step", "step_index", "kind", "attempt", "budget_attempt", "state", "idempotency_key", "task_id",
                   "scheduled_at", "started_at", "finished_at", "deadline_at", "duration_seconds", "result", "error",
                   "signal_topic", "signal_key"}
 
@@ -252,8 +252,8 @@ def test_an_operator_retry_brings_a_real_compensation_failed_saga_to_compensated
     assert run_scheduled(saga).state == State.COMPENSATED
     timeline = operator.get(f"/api/sagas/{saga.pk}/").json()["timeline"]
     compensations = [row for row in timeline if row["kind"] == "compensation"]
-    assert [(row["step"], row["attempt"], row["state"]) for row in compensations] == [
-        ("a", 1, "failed"), ("a", 2, "failed"), ("a", 3, "succeeded")]
+    assert [(row["step"], row["attempt"], row["budget_attempt"], row["state"]) for row in compensations] == [
+        ("a", 1, 1, "failed"), ("a", 2, 2, "failed"), ("a", 3, 1, "succeeded")]  # the retry's fresh budget
     assert len({row["idempotency_key"] for row in compensations}) == 1  # the retry reuses the step's key
     assert all(row["duration_seconds"] is not None and row["started_at"] for row in compensations)
     assert _audit(saga) == [("saga.retry", "ops", "api", "stock service is back")]
