@@ -7,11 +7,12 @@ from datetime import timedelta
 import pytest
 from django.db import connection, transaction
 
+from apps.core.audit import Actor
 from apps.outbox.delivery import event_deliver
 from apps.outbox.registry import subscriber_named
 from apps.sagas.engine import step_run
 from apps.sagas.models import SagaInstance, SagaSignal, SagaStepAttempt
-from apps.sagas.services import saga_start
+from apps.sagas.services import saga_cancel, saga_start
 from apps.sagas.sweeper import saga_sweep
 from tests.apps.sagas.sagas_under_test import APPROVAL, HOLD, _redis, calls
 from tests.apps.sagas.support import run_scheduled, start, timeline
@@ -221,3 +222,36 @@ def test_two_transactions_starting_the_same_saga_make_one_instance():
     assert results == {"first": instance.pk, "second": instance.pk}
     assert instance.input == {"who": "first"}
     assert SagaStepAttempt.objects.filter(instance=instance).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_while_a_step_runs_in_another_thread_waits_for_it_then_compensates_it():
+    """The completion read the instance before the cancel moved its version: its CAS loses, it reads again,
+    sees the cancel and compensates the step it just finished along with the earlier one."""
+    saga = start("tests.slow", "k1")
+    run_scheduled(saga, only=1)  # a
+    slow = SagaStepAttempt.objects.get(instance=saga, step="slow")
+    _redis().set(HOLD, "1")
+    outcome = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = step_run(attempt_id=slow.pk)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        wait_until(lambda: SagaStepAttempt.objects.get(pk=slow.pk).state == "running", timeout=10)
+        saga_cancel(saga_id=saga.pk, actor=Actor(name="ops", via="cli"), reason="stop")
+        assert SagaInstance.objects.get(pk=saga.pk).state == "running"  # the step is still in flight
+    finally:
+        _redis().delete(HOLD)
+        worker.join(timeout=30)
+
+    assert outcome["result"] == "succeeded"
+    saga = run_scheduled(saga)
+    assert saga.state == "cancelled"
+    assert calls() == ["k1:a:action:1", "k1:slow:action:1", "k1:slow:compensation:1", "k1:a:compensation:1"]
+    assert not SagaStepAttempt.objects.filter(instance=saga, step="c").exists()
