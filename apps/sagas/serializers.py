@@ -63,8 +63,8 @@ class SagaAttemptSerializer(serializers.ModelSerializer):
         model = SagaStepAttempt
         fields = [
             "id", "step", "step_index", "kind", "attempt", "budget_attempt", "state", "idempotency_key", "task_id",
-            "scheduled_at", "started_at", "finished_at", "deadline_at", "duration_seconds", "result", "error", "signal_topic",
-            "signal_key",
+            "scheduled_at", "started_at", "finished_at", "deadline_at", "duration_seconds", "result", "error",
+            "signal_topic", "signal_key",
         ]
         read_only_fields = fields
 

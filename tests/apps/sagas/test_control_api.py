@@ -26,8 +26,8 @@ pytestmark = pytest.mark.django_db
 LIST_FIELDS = {"id", "name", "key", "state", "step_index", "pivot_passed", "failure", "cancel_requested",
                "resolution_note", "deadline_at", "created_at", "updated_at", "finished_at"}
 ATTEMPT_FIELDS = {"id", "step", "step_index", "kind", "attempt", "budget_attempt", "state", "idempotency_key",
-                  "task_id", "scheduled_at", "started_at", "finished_at", "deadline_at", "duration_seconds", "result", "error",
-                  "signal_topic", "signal_key"}
+                  "task_id", "scheduled_at", "started_at", "finished_at", "deadline_at", "duration_seconds", "result",
+                  "error", "signal_topic", "signal_key"}
 
 
 @pytest.fixture
