@@ -136,6 +136,9 @@ SPECTACULAR_SETTINGS = {
         "OutboxKindEnum": "apps.outbox.models.OutboxMessage.Kind",
         "OutboxStatusEnum": "apps.outbox.models.OutboxMessage.Status",
         "OutboxRelayStateEnum": "apps.outbox.selectors.RELAY_STATES",
+        "SagaStateEnum": "apps.sagas.models.SagaInstance.State",
+        "SagaAttemptKindEnum": "apps.sagas.models.SagaStepAttempt.Kind",
+        "SagaAttemptStateEnum": "apps.sagas.models.SagaStepAttempt.State",
     },
     # Swagger UI is served from this deployment (drf-spectacular-sidecar), not from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -17,9 +17,11 @@ from apps.core.groups import OPERATORS, VIEWERS
 from apps.flags.models import Flag
 from apps.flags.services import flag_save
 from apps.outbox.models import OutboxMessage
+from apps.sagas.models import SagaInstance
 from apps.schedules.models import Schedule, ScheduleFire
 from apps.schedules.services import schedule_create
 from tests.apps.outbox.support import event, stored
+from tests.apps.sagas.control_support import failed_compensation_saga, running_saga
 from tests.authz import key_client, session_client, staff_member
 
 pytestmark = pytest.mark.django_db
@@ -50,6 +52,13 @@ ENDPOINTS = [
              body={"key": "gamma", "enabled": True, "reason": "launch"}),
     Endpoint("flag patch", "patch", "/api/flags/beta/", ("flags.change_flag",), body={"enabled": False, "reason": "x"}),
     Endpoint("flag delete", "delete", "/api/flags/beta/?reason=retired", ("flags.delete_flag",)),
+    Endpoint("saga list", "get", "/api/sagas/", ("sagas.view_sagainstance",), reads=True),
+    Endpoint("saga detail", "get", "/api/sagas/{failed_saga}/", ("sagas.view_sagainstance",), reads=True),
+    Endpoint("saga cancel", "post", "/api/sagas/{running_saga}/cancel/", ("sagas.change_sagainstance",),
+             body={"reason": "customer called"}),
+    Endpoint("saga retry", "post", "/api/sagas/{failed_saga}/retry/", ("sagas.change_sagainstance",), body={}),
+    Endpoint("saga resolve", "post", "/api/sagas/{failed_saga}/resolve/", ("sagas.change_sagainstance",),
+             body={"note": "refunded by hand"}),
 ]
 # Schedules (apps/schedules): the fixture schedule "nightly" is made by _rows().
 ENDPOINTS += [
@@ -81,14 +90,17 @@ def _rows() -> dict[str, int]:
         "dead": stored(status="dead").pk,
         "pending": event().pk,
         "published": stored(status="published", payload='{"order_id": 1, "sku": "S", "quantity": 1}').pk,
+        "running_saga": running_saga().pk,
+        "failed_saga": failed_compensation_saga().pk,
     }
 
 
 def _state() -> tuple:
-    """What any staff call could change: outbox rows and their statuses, flags and their versions."""
+    """What any staff call could change: outbox rows and their statuses, flags and their versions, sagas."""
     return (sorted(OutboxMessage.objects.values_list("id", "status")),
             sorted(Flag.objects.values_list("key", "version")),
-            sorted(Schedule.objects.values_list("name", "version")), ScheduleFire.objects.count())
+            sorted(Schedule.objects.values_list("name", "version")), ScheduleFire.objects.count(),
+            sorted(SagaInstance.objects.values_list("id", "state", "version", "cancel_requested")))
 
 
 def _call(client, endpoint: Endpoint, rows: dict[str, int]):

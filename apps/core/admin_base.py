@@ -1,4 +1,4 @@
-"""Admin base classes shared by the apps."""
+"""Admin base classes and display helpers shared by the apps."""
 
 from __future__ import annotations
 
@@ -20,3 +20,18 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+def age_text(seconds: float) -> str:
+    """A duration as operators read it: "45 s", "3 min 5 s", "2 h 10 min", "3 d 4 h"."""
+    seconds = int(seconds)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {seconds} s"
+    return f"{seconds} s"

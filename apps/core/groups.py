@@ -45,6 +45,11 @@ OPERATOR_OVERRIDES: dict[str, tuple[str, ...]] = {
     # rows are written by the firing loop and workers only.
     "schedules.schedule": (*OPERATOR_ACTIONS, "add", "delete"),
     "schedules.schedulefire": VIEWER_ACTIONS,
+    # Sagas: change on an instance is admin's Cancel, Retry compensation and Mark resolved (each audited);
+    # step attempts and received signals are the saga's history, written by the engine only.
+    "sagas.sagainstance": OPERATOR_ACTIONS,
+    "sagas.sagastepattempt": VIEWER_ACTIONS,
+    "sagas.sagasignal": VIEWER_ACTIONS,
 }
 
 

@@ -16,7 +16,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from apps.core.admin_base import ReadOnlyAdmin
+from apps.core.admin_base import ReadOnlyAdmin, age_text
 from apps.core.audit import Actor, Via
 from apps.core.counting import CountingPaginator
 from apps.core.crypto import EncryptionUnavailable
@@ -77,21 +77,6 @@ class NameFilter(ExactValueFilter):
 class KeyFilter(ExactValueFilter):
     title = "key"
     parameter_name = field_name = "key"
-
-
-def age_text(seconds: float) -> str:
-    """A duration as operators read it: "45 s", "3 min 5 s", "2 h 10 min", "3 d 4 h"."""
-    seconds = int(seconds)
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min {seconds} s"
-    return f"{seconds} s"
 
 
 def payload_display(message: OutboxMessage, *, reveal_encrypted: bool) -> str:

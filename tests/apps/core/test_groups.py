@@ -53,6 +53,9 @@ OPERATOR_ACTS = {
     # Schedules: operators create, edit, pause, trigger and delete; fire rows are the firing loop's.
     "schedules.schedule": {"add", "change", "delete"},
     "schedules.schedulefire": set(),
+    "sagas.sagainstance": {"change"},  # cancel, retry compensation, mark resolved
+    "sagas.sagasignal": set(),  # the saga history is written by the engine only
+    "sagas.sagastepattempt": set(),
 }
 
 
@@ -159,6 +162,7 @@ ACTING_PAGES = {
     "admin:outbox_outboxmessage_changelist": {"retry", "discard", "redrive"},
     "admin:idempotency_idempotencyrecord_changelist": {"purge"},
     "admin:core_apikey_changelist": {"revoke"},
+    "admin:sagas_sagainstance_changelist": {"cancel", "retry", "resolve"},
 }
 
 
