@@ -194,6 +194,24 @@ def test_request_bodies_refuse_unknown_fields(openapi):
                     assert operation["requestBody"].get("required"), f"{method.upper()} {path}"
 
 
+def test_required_reasons_and_notes_refuse_nul_and_blank_in_the_schema(openapi):
+    """The re-drive reason's pattern was "\\S", which admits NUL: clients sent what the server refuses."""
+    schemas = openapi["components"]["schemas"]
+    checked = 0
+    for path, method, operation in operations(openapi):
+        for media in operation.get("requestBody", {}).get("content", {}).values():
+            schema = schemas[media["schema"]["$ref"].rsplit("/", 1)[1]]
+            for branch in schema.get("oneOf", [schema]):
+                branch = schemas[branch["$ref"].rsplit("/", 1)[1]] if "$ref" in branch else branch
+                for name in set(branch.get("required", ())) & {"reason", "note"}:
+                    pattern = re.compile(branch["properties"][name]["pattern"])
+                    assert pattern.search("fixed by hand"), f"{method.upper()} {path} {name}"
+                    for refused in ("why\x00", "\x00", "   ", ""):
+                        assert not pattern.search(refused), f"{method.upper()} {path} {name} admits {refused!r}"
+                    checked += 1
+    assert checked >= 3  # the outbox re-drive, flags' reasons and the saga resolve note at least
+
+
 def test_page_parameters_are_bounded_integers(openapi):
     for path, _method, operation in operations(openapi):
         parameters = {parameter["name"]: parameter["schema"] for parameter in operation.get("parameters", [])}

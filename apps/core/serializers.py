@@ -22,6 +22,9 @@ REPEATED = "repeated"
 ALWAYS_ALLOWED_QUERY = frozenset({"format"})
 _QUERY_INTEGER = re.compile(r"-?[0-9]+")
 _QUERY_BOOLEANS = {"true": True, "false": False}
+# Some text besides whitespace, and no NUL (PostgreSQL text cannot hold one). Stated as a pattern, not only
+# checked by a validator, so the schema tells clients (and schemathesis) exactly what is accepted.
+REQUIRED_TEXT_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
 
 # JSON types by DRF field class, most specific first; a field class not listed accepts any JSON value.
 _BODY_TYPES: tuple[tuple[type[serializers.Field], str], ...] = (
@@ -159,3 +162,8 @@ class StrictQuerySerializer(StrictSerializer):
         if isinstance(field, serializers.IntegerField) and not _QUERY_INTEGER.fullmatch(value):
             return [ErrorDetail("Must be an integer (decimal digits).", code=WRONG_TYPE)]
         return None
+
+
+def required_text_field(*, max_length: int, help_text: str) -> serializers.RegexField:
+    """A required free-text field (an operator's reason or note): not blank, no NUL, bounded length."""
+    return serializers.RegexField(REQUIRED_TEXT_PATTERN, max_length=max_length, help_text=help_text)

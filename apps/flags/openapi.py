@@ -16,6 +16,7 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.plumbing import ResolvedComponent
 
+from apps.core.serializers import REQUIRED_TEXT_PATTERN
 from apps.flags.definitions import LIST_OPERATORS, NUMERIC_OPERATORS, OPERATORS, RESERVED_KEYS
 from apps.flags.models import KEY_PATTERN, Flag, FlagRule
 
@@ -30,7 +31,7 @@ SEMVER_PATTERN = (
 )
 # PostgreSQL's timestamptz takes UTC offsets up to ±15:59 (RFC 3339 allows ±23:59).
 DATE_TIME_OFFSET_PATTERN = r"(?:[Zz]|[+-](?:0[0-9]|1[0-5]):[0-5][0-9])$"
-REASON_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"  # some text besides whitespace, no NUL
+REASON_PATTERN = REQUIRED_TEXT_PATTERN
 MAX_REASON_LENGTH = 2000
 MAX_QUERY_REASON_LENGTH = 500  # 500 characters of any script still fit gunicorn's 8190-byte request line
 EXAMPLE_KEY = "new-checkout"

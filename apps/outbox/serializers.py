@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from apps.core.crypto import EncryptionUnavailable, decrypt_text
 from apps.core.pagination import PageQuerySerializer
-from apps.core.serializers import StrictSerializer
+from apps.core.serializers import StrictSerializer, required_text_field
 from apps.outbox.models import OutboxMessage
 from apps.outbox.registry import subscriber_names
 from apps.outbox.selectors import RELAY_STATES, STATS_EXACT_LIMIT
@@ -130,7 +130,7 @@ class RedriveRequestSerializer(StrictSerializer):
     """Body of a re-drive: which subscriber runs the event again, and why (required, not blank)."""
 
     subscriber = serializers.ChoiceField(choices=(), help_text="A subscriber of the event's topic.")
-    reason = serializers.RegexField(r"\S", max_length=2000, help_text="Why: recorded in the operator audit log.")
+    reason = required_text_field(max_length=2000, help_text="Why: recorded in the operator audit log.")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -9,13 +9,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.core.pagination import PageQuerySerializer
-from apps.core.serializers import StrictSerializer
+from apps.core.serializers import StrictSerializer, required_text_field
 from apps.sagas.models import SagaInstance, SagaStepAttempt
 from apps.sagas.presentation import attempt_duration_seconds
 
 MAX_REASON_LENGTH = 2000
 # Some text besides white space, no NUL (PostgreSQL stores none): what a required note must be.
-NOTE_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
 # PostgreSQL stores UTC offsets up to ±15:59; RFC 3339 (and so the generators of schema tests) allows ±23:59.
 UTC_OFFSET_PATTERN = r"(?:[Zz]|[+-](?:0[0-9]|1[0-5]):[0-5][0-9])$"
 
@@ -133,5 +132,5 @@ class SagaReasonSerializer(StrictSerializer):
 class SagaResolveSerializer(StrictSerializer):
     """Body of resolve: what the operator did by hand (required, not blank)."""
 
-    note = serializers.RegexField(NOTE_PATTERN, max_length=MAX_REASON_LENGTH,
-                                  help_text="What was fixed by hand: kept on the instance and in the audit log.")
+    note = required_text_field(max_length=MAX_REASON_LENGTH,
+                               help_text="What was fixed by hand: kept on the instance and in the audit log.")
