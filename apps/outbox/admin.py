@@ -6,19 +6,16 @@ The actions need ``change_outboxmessage`` ("operate"); each one is recorded in t
 from __future__ import annotations
 
 import json
-import uuid
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.auth import get_permission_codename
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from apps.core.admin_base import ReadOnlyAdmin, age_text
+from apps.core.admin_base import HistoryAdmin, OperatedAdminMixin, age_text
 from apps.core.audit import Actor, Via
-from apps.core.counting import CountingPaginator
 from apps.core.crypto import EncryptionUnavailable
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.relay_status import relay_status_text
@@ -91,11 +88,14 @@ def payload_display(message: OutboxMessage, *, reveal_encrypted: bool) -> str:
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdmin):
+class OutboxMessageAdmin(OperatedAdminMixin, HistoryAdmin):
     list_display = ("id", "kind", "name", "key", "status", "attempts", "created_at", "available_at", "published_at")
     list_filter = ("status", "kind", NameFilter, KeyFilter, "created_at")
     search_help_text = "Exact topic or task name, key, message id (UUID) or row id."
-    search_fields = ("name",)  # enables the search box; get_search_results does the matching
+    search_fields = ("name",)  # enables the search box; HistoryAdmin's exact search does the matching
+    exact_search_fields = ("name", "key")
+    exact_search_uuid_fields = ("message_id",)
+    exact_search_integer_fields = ("id",)
     fieldsets = (
         (None, {"fields": ("message_id", "kind", "name", "key", "queue", "status")}),
         ("Delivery", {"fields": ("attempts", "available_at", "created_at", "published_at", "last_error")}),
@@ -105,30 +105,6 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
     actions = ["retry", "discard", "redrive"]
     change_list_template = "admin/outbox/outboxmessage/change_list.html"
     change_form_template = "admin/outbox/outboxmessage/change_form.html"
-    # Both would count the whole table on every page load (facets once per filter choice).
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = CountingPaginator  # the paginator's count would be a third full-table count
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        """Retry and discard change rows, so they need the change permission the detail view does not grant."""
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
-
-    def get_search_results(self, request, queryset, search_term):
-        # Exact matches only: each alternative is answered by an index, where icontains would scan the table.
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        query = Q(name=term) | Q(key=term)
-        try:
-            query |= Q(message_id=uuid.UUID(term))
-        except ValueError:
-            pass
-        if term.isdigit() and len(term) <= 18:
-            query |= Q(id=int(term))
-        return queryset.filter(query), False
-
     def changelist_view(self, request, extra_context=None):
         if request.method == "GET":
             stats = outbox_stats()
@@ -230,21 +206,11 @@ class RedriveForm(forms.Form):
 
 
 @admin.register(InboxEntry)
-class InboxEntryAdmin(ReadOnlyAdmin):
+class InboxEntryAdmin(HistoryAdmin):
     list_display = ("consumer", "message_id", "processed_at")
     list_filter = ("processed_at",)
     search_help_text = "Exact consumer name or message id (UUID)."
     search_fields = ("consumer",)
+    exact_search_fields = ("consumer",)
+    exact_search_uuid_fields = ("message_id",)
     fields = readonly_fields = ("consumer", "message_id", "processed_at")
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = CountingPaginator
-
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        try:
-            return queryset.filter(message_id=uuid.UUID(term)), False
-        except ValueError:
-            return queryset.filter(consumer=term), False

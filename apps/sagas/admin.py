@@ -15,8 +15,7 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.auth import get_permission_codename
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -24,9 +23,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from apps.core.admin_base import ReadOnlyAdmin
+from apps.core.admin_base import HistoryAdmin, OperatedAdminMixin
 from apps.core.audit import Actor, Via
-from apps.core.counting import CountingPaginator
 from apps.core.errors import TaskplaneError
 from apps.sagas.definitions import declared_sagas
 from apps.sagas.models import SagaInstance, SagaSignal, SagaStepAttempt
@@ -104,14 +102,6 @@ ACTIONS = {
 }
 
 
-class HistoryAdmin(ReadOnlyAdmin):
-    """The saga tables grow with every step: no full-table count on page loads (result count, facets, paginator)."""
-
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = CountingPaginator
-
-
 def json_block(value) -> str:
     """A JSON value pretty-printed in a <pre> block."""
     return format_html('<pre style="white-space: pre-wrap; margin: 0;">{}</pre>',
@@ -119,11 +109,13 @@ def json_block(value) -> str:
 
 
 @admin.register(SagaInstance)
-class SagaInstanceAdmin(HistoryAdmin):
+class SagaInstanceAdmin(OperatedAdminMixin, HistoryAdmin):
     list_display = ("id", "name", "key", "state", "current_step", "created_at", "age", "finished_at")
     list_filter = (SagaNameFilter, "state", AgeFilter, "created_at")
-    search_fields = ("key",)  # enables the search box; get_search_results does the matching
+    search_fields = ("key",)  # enables the search box; HistoryAdmin's exact search does the matching
     search_help_text = "Exact business key, saga name or instance id (UUID)."
+    exact_search_fields = ("key", "name")
+    exact_search_uuid_fields = ("id",)
     fieldsets = (
         (None, {"fields": ("id", "name", "key", "state", "current_step", "pivot_passed", "cancel_requested")}),
         ("Outcome", {"fields": ("failure", "resolution_note", "deadline_at", "created_at", "updated_at",
@@ -134,11 +126,6 @@ class SagaInstanceAdmin(HistoryAdmin):
     readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
     actions = list(ACTIONS)
     change_form_template = "admin/sagas/sagainstance/change_form.html"
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        """The actions change instances, so they need the change permission the read-only pages do not grant."""
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
 
     @admin.display(description="step")
     def current_step(self, instance: SagaInstance) -> str:
@@ -161,18 +148,6 @@ class SagaInstanceAdmin(HistoryAdmin):
     @admin.display(description="context")
     def context_display(self, instance: SagaInstance) -> str:
         return json_block(instance.context)
-
-    def get_search_results(self, request, queryset, search_term):
-        # Exact matches only: each alternative is answered by an index, where icontains would scan the table.
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        query = Q(key=term) | Q(name=term)
-        try:
-            query |= Q(id=uuid.UUID(term))
-        except ValueError:
-            pass
-        return queryset.filter(query), False
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
@@ -255,19 +230,12 @@ class SagaStepAttemptAdmin(HistoryAdmin):
     list_filter = ("kind", "state")
     search_fields = ("idempotency_key",)
     search_help_text = "Exact idempotency key or instance id (UUID)."
+    exact_search_fields = ("idempotency_key",)
+    exact_search_uuid_fields = ("instance_id",)
     fields = readonly_fields = (
         "instance", "step", "step_index", "kind", "attempt", "state", "idempotency_key", "token", "task_id",
         "scheduled_at", "started_at", "finished_at", "deadline_at", "result", "error", "signal_topic", "signal_key",
     )
-    def get_search_results(self, request, queryset, search_term):
-        # Exact matches only, each answered by an index: a saga's attempts, or the attempts of one key.
-        term = search_term.strip()
-        query = Q(idempotency_key=term)
-        try:
-            query = Q(instance_id=uuid.UUID(term))
-        except ValueError:
-            pass
-        return (queryset.filter(query) if term else queryset), False
 
 
 @admin.register(SagaSignal)
@@ -275,7 +243,5 @@ class SagaSignalAdmin(HistoryAdmin):
     list_display = ("id", "topic", "key", "received_at", "consumed_by_id")
     search_fields = ("key",)
     search_help_text = "Exact signal key or topic."
+    exact_search_fields = ("key", "topic")
     fields = readonly_fields = ("topic", "key", "event_id", "payload", "received_at", "consumed_by")
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        return (queryset.filter(Q(key=term) | Q(topic=term)) if term else queryset), False
