@@ -85,4 +85,4 @@ bench-sagas: venv
 # Each runs against private PostgreSQL, Redis and RabbitMQ servers it starts itself. CHAOS_ARGS passes pytest options.
 .PHONY: chaos
 chaos: venv
-	$(BIN)/pytest -m chaos tests/reliability $(CHAOS_ARGS)
+	$(BIN)/pytest -m chaos $(CHAOS_ARGS)

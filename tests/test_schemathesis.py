@@ -33,7 +33,7 @@ CONFIG_FILE = Path(__file__).with_name("schemathesis.toml")
 # One worker: with two threads, Hypothesis' ast.parse trips CPython 3.11.7's "AST constructor recursion
 # depth mismatch" SystemError now and then (a CPython bug, fixed in later 3.11 releases).
 RUN_OPTIONS = (
-    "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "40", "--seed", "15",
+    "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "30", "--seed", "15",
     "--workers", "1", "--request-timeout", "30", "--generation-database", "none", "--output-sanitize", "false",
     "--no-color", "--suppress-health-check", "too_slow",
 )

@@ -49,35 +49,44 @@ def _fires(name: str) -> list[ScheduleFire]:
     return list(ScheduleFire.objects.filter(schedule__name=name).order_by("nominal_at"))
 
 
+OVERLAPS = ("skip", "buffer_one", "buffer_all", "allow_all")
+
+
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("overlap", ["skip", "buffer_one", "buffer_all", "allow_all"])
-def test_overlap_policies_with_a_task_slower_than_its_interval(overlap, tmp_path, effects, broker_redis):
+def test_overlap_policies_with_a_task_slower_than_its_interval(tmp_path, effects, broker_redis):
+    # One beat and one worker for the four policies side by side (each needs one slot, allow_all three).
     with ExitStack() as stack:
-        _worker(stack, tmp_path)
+        _worker(stack, tmp_path, concurrency="8")
         _beat(stack, tmp_path)
-        schedule_create(data={"name": "slow", "task": SLOW, "kwargs": {"seconds": 2.5}, "interval_seconds": 1,
-                              "overlap": overlap}, actor=ACTOR)
-        wait_until(lambda: len(_fires("slow")) >= 8, timeout=60, message="eight occurrences decided")
-        Schedule.objects.filter(name="slow").update(enabled=False)
+        for overlap in OVERLAPS:
+            schedule_create(data={"name": f"slow-{overlap}", "task": SLOW, "kwargs": {"seconds": 2.5},
+                                  "interval_seconds": 1, "overlap": overlap}, actor=ACTOR)
+        wait_until(lambda: all(len(_fires(f"slow-{overlap}")) >= 8 for overlap in OVERLAPS), timeout=60,
+                   message="eight occurrences decided per schedule")
+        Schedule.objects.update(enabled=False)
         wait_until(lambda: not ScheduleFire.objects.filter(state__in=[State.BUFFERED, *ScheduleFire.ACTIVE_STATES])
                    .exists(), timeout=90, message="buffered and running fires to finish")
-    fires = _fires("slow")
+    for overlap in OVERLAPS:
+        _assert_overlap_policy(overlap, _fires(f"slow-{overlap}"))
+
+
+def _assert_overlap_policy(overlap: str, fires: list[ScheduleFire]) -> None:
     states = [fire.state for fire in fires]
     ran = [fire for fire in fires if fire.state == State.SUCCEEDED]
     if overlap == "allow_all":
-        assert set(states) == {State.SUCCEEDED}
+        assert set(states) == {State.SUCCEEDED}, overlap
         overlapping = any(a.finished_at > b.started_at for a, b in itertools.pairwise(ran))
         assert overlapping, "allow_all runs fires concurrently"
         return
     # Every other policy runs one fire at a time.
-    assert all(a.finished_at <= b.started_at for a, b in itertools.pairwise(ran)), "fires overlapped"
+    assert all(a.finished_at <= b.started_at for a, b in itertools.pairwise(ran)), f"{overlap}: fires overlapped"
     if overlap == "skip":
-        assert State.SKIPPED in states and set(states) == {State.SUCCEEDED, State.SKIPPED}
+        assert State.SKIPPED in states and set(states) == {State.SUCCEEDED, State.SKIPPED}, states
     elif overlap == "buffer_one":
-        assert State.SKIPPED in states  # a second waiting fire is dropped
-        assert len(ran) > len(fires) // 4
+        assert State.SKIPPED in states, states  # a second waiting fire is dropped
+        assert len(ran) > len(fires) // 4, states
     else:  # buffer_all: nothing is dropped
-        assert set(states) == {State.SUCCEEDED}
+        assert set(states) == {State.SUCCEEDED}, states
 
 
 def _fired_after_missed(name: str) -> int:
@@ -87,7 +96,11 @@ def _fired_after_missed(name: str) -> int:
 
 
 @pytest.mark.timeout(240)
-def test_catch_up_after_the_database_was_unreachable(tmp_path, broker_redis):
+@pytest.mark.parametrize("outage_seconds", [
+    12,
+    pytest.param(30, marks=pytest.mark.chaos, id="the issue's 30 s"),
+])
+def test_catch_up_after_the_database_was_unreachable(outage_seconds, tmp_path, broker_redis):
     db = settings.DATABASES["default"]
     proxy = PostgresProxy(db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432))
     through_proxy = f"postgres://{db['USER']}@127.0.0.1:{proxy.port}/{connection.settings_dict['NAME']}"
@@ -100,9 +113,9 @@ def test_catch_up_after_the_database_was_unreachable(tmp_path, broker_redis):
             proxy.cut()
             before = len(_fires("ticker"))
             wait_until(lambda: proxy.refused >= 3, timeout=30, message="beat to try the database")
-            # 30 s away: beyond the 5 s catch-up window, so most of the outage is missed, the rest caught up.
+            # Away longer than the 5 s catch-up window: most of the outage is missed, the rest caught up.
             cut_at = time.monotonic()
-            wait_until(lambda: time.monotonic() - cut_at >= 30, timeout=40, interval=0.5)
+            wait_until(lambda: time.monotonic() - cut_at >= outage_seconds, timeout=outage_seconds + 10, interval=0.5)
             assert len(_fires("ticker")) == before, "nothing fired while beat could not reach the database"
             proxy.restore()
             wait_until(lambda: _fired_after_missed("ticker") >= 8, timeout=60, message="missed rows, then fires again")
@@ -112,7 +125,7 @@ def test_catch_up_after_the_database_was_unreachable(tmp_path, broker_redis):
     nominal = [fire.nominal_at for fire in fires]
     assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(nominal)), "a gap"
     missed = [fire for fire in fires if fire.decision == Decision.MISSED]
-    assert 15 <= len(missed) <= 35, len(missed)
+    assert outage_seconds - 10 <= len(missed) <= outage_seconds + 5, len(missed)
     # The loop came back and fired the occurrences still inside the catch-up window, late but fired.
     first_after = next(fire for fire in fires if fire.nominal_at > missed[-1].nominal_at)
     assert first_after.decision == Decision.FIRED
