@@ -10,6 +10,7 @@ consumer, docs/outbox.md); the ambient context of the registered carriers goes t
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -49,18 +50,23 @@ def enqueue(
     delay: timedelta | float | None = None,
     dedup_key: str | None = None,
     hold_key: bool = False,
+    message_id: uuid.UUID | None = None,
 ) -> OutboxMessage:
     """Record a dispatch of Celery task ``task_name``; ``delay`` is the earliest run, kept in the database.
 
     With ``dedup_key`` at most one row holds that key while rows are retained: a later enqueue with
     the same key, in this or any other transaction, writes nothing and returns the row holding it.
     A delayed message does not hold back later messages of its ``key`` unless ``hold_key`` is set.
+    ``message_id`` (the Celery task id) may be chosen by the caller, e.g. to store it in a row written
+    before this one, instead of updating that row afterwards; it must be new (unique).
     """
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
     if seconds < 0:
         raise OutboxError("delay must not be negative.")
+    if message_id is not None and not isinstance(message_id, uuid.UUID):
+        raise OutboxError("message_id must be a uuid.UUID.")
     return _write_task(task_name, args=args, kwargs=kwargs, key=key, queue=queue, delay_seconds=seconds,
-                       dedup_key=dedup_key, hold_key=hold_key)
+                       dedup_key=dedup_key, hold_key=hold_key, message_id=message_id)
 
 
 def enqueue_carrying(
@@ -181,7 +187,8 @@ def _captured_context() -> dict[str, Any]:
 def _write(*, kind: str, name: str, key: str | None, queue: str, text: str, headers: Mapping[str, Any] | None,
            encrypt: bool, delay_seconds: float = 0, dedup_key: str | None = None,
            context: dict[str, Any] | None = None, status: str = OutboxMessage.Status.PENDING, attempts: int = 0,
-           last_error: str = "", ambient_headers: bool = True, hold_key: bool = False) -> OutboxMessage:
+           last_error: str = "", ambient_headers: bool = True, hold_key: bool = False,
+           message_id: uuid.UUID | None = None) -> OutboxMessage:
     if not connection.in_atomic_block and not settings.OUTBOX_ALLOW_AUTOCOMMIT:
         raise OutboxError(
             "publish()/enqueue() must run inside transaction.atomic(), so the message commits with your "
@@ -196,6 +203,8 @@ def _write(*, kind: str, name: str, key: str | None, queue: str, text: str, head
         context=_captured_context() if context is None else context, dedup_key=dedup_key, status=status,
         attempts=attempts, last_error=last_error, holds_key=hold_key,
     )
+    if message_id is not None:
+        message.message_id = message_id
     message.headers["message_id"] = str(message.message_id)
     delay = timedelta(seconds=delay_seconds)
     if delay:

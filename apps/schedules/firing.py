@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -67,10 +68,12 @@ def schedules_fire_due(*, now: datetime | None = None, batch_size: int | None = 
                    .filter(enabled=True, next_fire_at__isnull=False, next_fire_at__lte=at)
                    .order_by("next_fire_at")[: batch_size or settings.SCHEDULES_BATCH_SIZE])
         advanced = []
+        open_fires = open_fires_by_schedule(
+            [schedule.pk for schedule in due if schedule.overlap != Schedule.Overlap.ALLOW_ALL], now=at)
         for schedule in due:
             try:
                 with transaction.atomic():  # one schedule the outbox refuses must not stop the others
-                    advanced.append((schedule.pk, _decide_due(schedule, at, report)))
+                    advanced.append((schedule.pk, _decide_due(schedule, at, report, open_fires.get(schedule.pk))))
             except OutboxError as exc:
                 _pause_refused(schedule, exc, at)
         _advance(advanced)
@@ -112,14 +115,15 @@ def _advance(advanced: list[tuple[int, datetime | None]]) -> None:
         )
 
 
-def _decide_due(schedule: Schedule, now: datetime, report: FiringReport) -> datetime | None:
-    """Decide every due occurrence of ``schedule``; returns its new next_fire_at (written by ``_advance``)."""
+def _decide_due(schedule: Schedule, now: datetime, report: FiringReport,
+                open_fires: OpenFires | None) -> datetime | None:
+    """Decide every due occurrence of ``schedule``; returns its new next_fire_at (written by ``_advance``).
+
+    ``open_fires`` is None under ``allow_all`` (nothing to wait for, so they were not read).
+    """
     cadence = Cadence.of(schedule)
     catchup_from = now - timedelta(seconds=schedule.catchup_window_seconds)
-    if schedule.overlap == Schedule.Overlap.ALLOW_ALL:
-        open_fires = None  # nothing to wait for: no need to read the unfinished fires
-    else:
-        open_fires = open_fires_of(schedule, now=now)
+    if open_fires is not None:
         release_buffered(schedule, open_fires, now=now)
     missed: list[Occurrence] = []
     upcoming = occurrences(cadence, after=schedule.next_fire_at - _MICRO)
@@ -143,11 +147,24 @@ def _decide_due(schedule: Schedule, now: datetime, report: FiringReport) -> date
 
 def open_fires_of(schedule: Schedule, *, now: datetime) -> OpenFires:
     """The schedule's enqueued/running fires (not stale) and its buffered ones, oldest first."""
+    return open_fires_by_schedule([schedule.pk], now=now)[schedule.pk]
+
+
+def open_fires_by_schedule(schedule_ids: list[int], *, now: datetime) -> dict[int, OpenFires]:
+    """``open_fires_of`` for many schedules in one query (a claim holds hundreds)."""
     stale_before = now - timedelta(seconds=settings.SCHEDULES_FIRE_STALE_SECONDS)
-    rows = (ScheduleFire.objects.filter(schedule=schedule, state__in=[State.BUFFERED, *ScheduleFire.ACTIVE_STATES])
-            .order_by("nominal_at").values_list("pk", "state", "decided_at"))
-    active = sum(1 for _, state, decided in rows if state != State.BUFFERED and decided >= stale_before)
-    return OpenFires(active=active, buffered=[pk for pk, state, _ in rows if state == State.BUFFERED])
+    fires = {schedule_id: OpenFires(active=0, buffered=[]) for schedule_id in schedule_ids}
+    if not schedule_ids:
+        return fires
+    rows = (ScheduleFire.objects
+            .filter(schedule_id__in=schedule_ids, state__in=[State.BUFFERED, *ScheduleFire.ACTIVE_STATES])
+            .order_by("nominal_at").values_list("schedule_id", "pk", "state", "decided_at"))
+    for schedule_id, pk, state, decided_at in rows:
+        if state == State.BUFFERED:
+            fires[schedule_id].buffered.append(pk)
+        elif decided_at >= stale_before:
+            fires[schedule_id].active += 1
+    return fires
 
 
 def release_buffered(schedule: Schedule, open_fires: OpenFires, *, now: datetime) -> None:
@@ -167,13 +184,16 @@ def fire_record(schedule: Schedule, *, nominal_at: datetime, decision: str, now:
     recorded as missed is decided again instead.
     """
     state = _overlap_state(overlap or schedule.overlap, open_fires)
-    fire_id = _insert_fire(schedule.pk, nominal_at, decision, state, now)
+    # An enqueued fire is written with its task id (chosen here) in its one INSERT, not updated after.
+    task_id = uuid.uuid4() if state == State.ENQUEUED else None
+    fire_id = _insert_fire(schedule.pk, nominal_at, decision, state, now, task_id=task_id)
     if fire_id is None and replace_missed:
         fire_id = _redecide_missed(schedule.pk, nominal_at, decision, state, now)
+        task_id = None  # the re-decided row is marked enqueued by _dispatch
     if fire_id is None:
         return None
     if state == State.ENQUEUED:
-        _dispatch(schedule, fire_id, nominal_at, now)
+        _dispatch(schedule, fire_id, nominal_at, now, task_id=task_id)
     if open_fires is not None:
         if state == State.ENQUEUED:
             open_fires.active += 1
@@ -195,14 +215,15 @@ def _overlap_state(overlap: str, open_fires: OpenFires | None) -> str:
     return State.BUFFERED
 
 
-def _insert_fire(schedule_id: int, nominal_at: datetime, decision: str, state: str, now: datetime) -> int | None:
+def _insert_fire(schedule_id: int, nominal_at: datetime, decision: str, state: str, now: datetime, *,
+                 task_id: uuid.UUID | None) -> int | None:
     # ON CONFLICT DO NOTHING: a duplicate occurrence must not abort the whole claim transaction.
     table = ScheduleFire._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (schedule_id, nominal_at, decision, state, decided_at, task_id, error) "  # noqa: S608
-            "VALUES (%s, %s, %s, %s, %s, '', '') ON CONFLICT (schedule_id, nominal_at) DO NOTHING RETURNING id",
-            [schedule_id, nominal_at, decision, state, now],
+            f"INSERT INTO {table} (schedule_id, nominal_at, decision, state, decided_at, fired_at, task_id, error) "  # noqa: S608
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, '') ON CONFLICT (schedule_id, nominal_at) DO NOTHING RETURNING id",
+            [schedule_id, nominal_at, decision, state, now, now if task_id else None, str(task_id or "")],
         )
         row = cursor.fetchone()
     return row[0] if row else None
@@ -217,14 +238,20 @@ def _redecide_missed(schedule_id: int, nominal_at: datetime, decision: str, stat
     return fire.pk
 
 
-def _dispatch(schedule: Schedule, fire_id: int, nominal_at: datetime, now: datetime) -> None:
-    """Write the fire's task row to the outbox and mark the fire enqueued (same transaction)."""
+def _dispatch(schedule: Schedule, fire_id: int, nominal_at: datetime, now: datetime, *,
+              task_id: uuid.UUID | None = None) -> None:
+    """Write the fire's task row to the outbox (same transaction as the fire row).
+
+    ``task_id`` is given when the fire row was inserted enqueued with it; otherwise (a buffered or
+    re-decided fire) the row is marked enqueued here.
+    """
     with enqueuing_fire(fire_id):
         # No dedup key: the fire row is unique and commits with this row, so there is never a second.
         message = enqueue(schedule.task, args=schedule.args, kwargs=schedule.kwargs, key=schedule.ordering_key,
-                          delay=_jitter_seconds(schedule, nominal_at))
-    ScheduleFire.objects.filter(pk=fire_id).update(state=State.ENQUEUED, fired_at=now,
-                                                   task_id=str(message.message_id))
+                          delay=_jitter_seconds(schedule, nominal_at), message_id=task_id)
+    if task_id is None:
+        ScheduleFire.objects.filter(pk=fire_id).update(state=State.ENQUEUED, fired_at=now,
+                                                       task_id=str(message.message_id))
     metrics.LATENESS.observe(max(0.0, (now - nominal_at).total_seconds()))
 
 

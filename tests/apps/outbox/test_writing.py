@@ -79,6 +79,18 @@ def test_enqueue_records_a_task_with_its_queue_and_delay():
     assert stored.available_at >= before + timedelta(seconds=30)
 
 
+def test_enqueue_takes_a_caller_chosen_message_id():
+    """A caller that stores the task id in its own row first (a schedule fire) picks it instead of updating."""
+    chosen = uuid.uuid4()
+    with transaction.atomic():
+        message = enqueue("core.heartbeat", message_id=chosen)
+
+    stored = OutboxMessage.objects.get(pk=message.pk)
+    assert stored.message_id == chosen and stored.headers["message_id"] == str(chosen)
+    with pytest.raises(OutboxError, match="uuid"), transaction.atomic():
+        enqueue("core.heartbeat", message_id=str(uuid.uuid4()))
+
+
 def test_enqueue_of_an_unknown_task_is_refused():
     with pytest.raises(OutboxError, match="Unknown task"), transaction.atomic():
         enqueue("nobody.knows")
