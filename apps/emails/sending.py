@@ -116,12 +116,20 @@ def _record_failure(email: Email, token: uuid.UUID, *, error: str, permanent: bo
     mine = Email.objects.filter(pk=email.pk, state=Email.State.SENDING, claim_token=token)
     with transaction.atomic():
         if last:
-            mine.update(state=Email.State.FAILED, last_error=error[:2000], lease_until=None)
+            if mine.update(state=Email.State.FAILED, last_error=error[:2000], lease_until=None) != 1:
+                return _claim_lost(email)
             logger.error("Email %s failed after %d attempt(s): %s", email.pk, email.attempts, error)
             return "failed"
-        if mine.update(state=Email.State.QUEUED, last_error=error[:2000], lease_until=None) == 1:
-            enqueue(EMAILS_SEND, args=[email.pk], delay=backoff_seconds(email.attempts),
-                    dedup_key=f"emails.send:{email.pk}:after:{token}")
+        if mine.update(state=Email.State.QUEUED, last_error=error[:2000], lease_until=None) != 1:
+            return _claim_lost(email)
+        enqueue(EMAILS_SEND, args=[email.pk], delay=backoff_seconds(email.attempts),
+                dedup_key=f"emails.send:{email.pk}:after:{token}")
     logger.warning("Email %s attempt %d of %d failed; retrying: %s", email.pk, email.attempts,
                    settings.EMAIL_MAX_ATTEMPTS, error)
     return "retry"
+
+
+def _claim_lost(email: Email) -> str:
+    # Only a send that outlived its lease gets here; the send that took the claim over records the outcome.
+    logger.warning("Email %s: this send's claim was taken over; its outcome is left to the newer send", email.pk)
+    return "claim-lost"
