@@ -91,6 +91,7 @@ def test_sent_once_per_key_even_when_the_task_is_delivered_twice(stack):
     assert "2 x tea" in messages[0].get_body(("plain",)).get_content()
     assert "2 &times; tea" in messages[0].get_body(("html",)).get_content()
     assert first.attempts == 1 and first.sent_at is not None
+    assert messages[0]["Message-ID"].startswith(f"<taskplane.{first.pk}.")  # the same on any re-send
 
 
 def test_transient_failures_retry_through_the_outbox_then_succeed(stack):
@@ -100,7 +101,9 @@ def test_transient_failures_retry_through_the_outbox_then_succeed(stack):
     assert email.state == "sent"
     assert email.attempts == 3
     assert server.handler.refused["flaky2@example.com"] == 2
-    assert len(server.handler.messages_to("flaky2@example.com")) == 1
+    retried = server.handler.messages_to("flaky2@example.com")
+    assert len(retried) == 1
+    assert retried[0]["Message-ID"].startswith(f"<taskplane.{email.pk}.")
     # each retry was a delayed outbox row, not a broker countdown
     assert OutboxMessage.objects.filter(name=EMAILS_SEND, dedup_key__startswith=f"emails.send:{email.pk}:after:"
                                         ).count() == 2
