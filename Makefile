@@ -12,7 +12,8 @@ DEPLOY_CHECK_ENV := \
 	CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \
 	REDIS_URL=redis://127.0.0.1:6379/1 \
 	FERNET_KEYS=ZGVwbG95LWNoZWNrLW9ubHktbm90LWEtc2VjcmV0ISE= \
-	METRICS_TOKEN=deploy-check-only
+	METRICS_TOKEN=deploy-check-only \
+	EMAIL_URL=smtp+tls://deploy:check-only@smtp.example.com:587
 
 .PHONY: run test lint check-migrations check-deploy venv clean
 

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "apps.orders",
     "apps.sagas",
     "apps.schedules",
+    "apps.emails",
 ]
 
 MIDDLEWARE = [
@@ -361,3 +362,21 @@ SCHEDULES_MAX_SLEEP_SECONDS = env.integer("SCHEDULES_MAX_SLEEP_MS", 5000, minimu
 SCHEDULES_FIRE_STALE_SECONDS = env.integer("SCHEDULES_FIRE_STALE_SECONDS", 3600, minimum=1)
 SCHEDULES_FIRE_RETENTION_DAYS = env.integer("SCHEDULES_FIRE_RETENTION_DAYS", 30, minimum=1)
 SCHEDULES_BACKFILL_MAX = env.integer("SCHEDULES_BACKFILL_MAX", 1000, minimum=1)
+
+# --- Email (docs/emails.md) -------------------------------------------------------------------
+# EMAIL_URL is parsed by django-environ (smtp://, smtp+tls:// for STARTTLS, smtp+ssl://, console:);
+# production requires it. EMAIL_BACKEND overrides the backend the URL implies (e.g. django-anymail's).
+_EMAIL = env.email("EMAIL_URL", "console:")
+EMAIL_BACKEND = env.text("EMAIL_BACKEND", _EMAIL["EMAIL_BACKEND"])
+EMAIL_HOST = _EMAIL["EMAIL_HOST"] or "localhost"
+EMAIL_PORT = _EMAIL["EMAIL_PORT"] or 25
+EMAIL_HOST_USER = _EMAIL["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = _EMAIL["EMAIL_HOST_PASSWORD"] or ""
+EMAIL_USE_TLS = bool(_EMAIL.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_EMAIL.get("EMAIL_USE_SSL"))
+DEFAULT_FROM_EMAIL = env.text("DEFAULT_FROM_EMAIL", "Taskplane <noreply@localhost>")
+EMAIL_TIMEOUT = env.integer("EMAIL_TIMEOUT_SECONDS", 10, minimum=1)
+# Sends of one email that end in a transient SMTP error before it is marked failed.
+EMAIL_MAX_ATTEMPTS = env.integer("EMAIL_MAX_ATTEMPTS", 5, minimum=1)
+# Sent emails are deleted this long after sending; failed ones stay until an operator retries them.
+EMAILS_RETENTION_DAYS = env.integer("EMAILS_RETENTION_DAYS", 30, minimum=1)

@@ -222,6 +222,28 @@ def url(name: str, default: Any = _MISSING, *, schemes: tuple[str, ...]) -> str:
     return _parsed(name, default, parse, f"a URL with scheme {'/'.join(schemes)}")
 
 
+def email(name: str, default: Any = _MISSING) -> dict[str, Any]:
+    """Return Django EMAIL_* settings from ``smtp://``, ``smtp+tls://`` (STARTTLS), ``smtp+ssl://`` or ``console:``."""
+
+    def parse(value: str) -> dict[str, Any]:
+        scheme, _, rest = value.partition(":")
+        if scheme == "console" and rest.strip("/") == "":
+            return environ.Env.email_url_config("consolemail://")
+        if scheme not in ("smtp", "smtp+tls", "smtp+ssl") or not rest.startswith("//"):
+            raise ValueError(value)
+        config = environ.Env.email_url_config(value)
+        if not config.get("EMAIL_HOST"):
+            raise ValueError(value)
+        if not config.get("EMAIL_PORT"):
+            config["EMAIL_PORT"] = 465 if scheme == "smtp+ssl" else 587 if scheme == "smtp+tls" else 25
+        return config
+
+    if isinstance(default, str):
+        default = parse(default)  # a default is written as a URL too
+    return _parsed(name, default, parse, "an email URL (smtp://, smtp+tls://, smtp+ssl://user:password@host:port "
+                   "or console:)")
+
+
 def fernet_keys(name: str, default: Any = _MISSING) -> list[str]:
     """Return comma-separated Fernet keys, newest first, each validated."""
 

@@ -3,6 +3,7 @@
 from django.conf import settings
 
 from apps.core.task_contract import (
+    EMAILS_PURGE,
     FLAGS_APPLY_SCHEDULED,
     HEARTBEAT,
     IDEMPOTENCY_PURGE,
@@ -58,6 +59,12 @@ BEAT_SCHEDULE = {
     # database (workers/schedule_beat.py), not from this table.
     "schedules-purge": {
         "task": SCHEDULES_PURGE,
+        "schedule": 3600.0,
+        "options": {"expires": 1800},
+    },
+    # Sent emails past EMAILS_RETENTION_DAYS (docs/emails.md).
+    "emails-purge": {
+        "task": EMAILS_PURGE,
         "schedule": 3600.0,
         "options": {"expires": 1800},
     },

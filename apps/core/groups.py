@@ -50,6 +50,8 @@ OPERATOR_OVERRIDES: dict[str, tuple[str, ...]] = {
     "sagas.sagainstance": OPERATOR_ACTIONS,
     "sagas.sagastepattempt": VIEWER_ACTIONS,
     "sagas.sagasignal": VIEWER_ACTIONS,
+    # Emails: change is admin's "Retry failed" action (audited); rows are written by notify_email only.
+    "emails.email": OPERATOR_ACTIONS,
 }
 
 

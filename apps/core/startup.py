@@ -34,15 +34,25 @@ def configuration_summary() -> dict[str, str]:
     # Celery accepts several broker URLs separated by ";" (failover); each is shown.
     brokers = "; ".join(url_location(url) for url in settings.CELERY_BROKER_URL.split(";") if url.strip())
     redis = url_location(settings.REDIS_URL) if settings.REDIS_URL else "none (process-local cache)"
-    return {"settings": settings.SETTINGS_MODULE, "database": f"{vendor} {where}", "broker": brokers, "redis": redis}
+    return {"settings": settings.SETTINGS_MODULE, "database": f"{vendor} {where}", "broker": brokers, "redis": redis,
+            "email": email_location()}
+
+
+def email_location() -> str:
+    """Where mail goes, from the EMAIL_URL settings: scheme, host and port for SMTP, never user or password."""
+    if settings.EMAIL_BACKEND != "django.core.mail.backends.smtp.EmailBackend":
+        return settings.EMAIL_BACKEND
+    scheme = "smtp+ssl" if settings.EMAIL_USE_SSL else "smtp+tls" if settings.EMAIL_USE_TLS else "smtp"
+    return f"{scheme}://{settings.EMAIL_HOST}:{settings.EMAIL_PORT}"
 
 
 def log_configuration(*, process: str) -> None:
     """Log, once at start, which settings module, database, broker and Redis ``process`` uses."""
     summary = configuration_summary()
     logger.info(
-        "%s (pid %s) uses settings %s, database %s, broker %s, redis %s",
+        "%s (pid %s) uses settings %s, database %s, broker %s, redis %s, email %s",
         process, os.getpid(), summary["settings"], summary["database"], summary["broker"], summary["redis"],
+        summary["email"],
         extra={"process_kind": process, "settings_module": summary["settings"], "database": summary["database"],
-               "broker": summary["broker"], "redis": summary["redis"]},
+               "broker": summary["broker"], "redis": summary["redis"], "email": summary["email"]},
     )

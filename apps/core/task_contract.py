@@ -19,6 +19,10 @@ SCHEDULES_PURGE = "schedules.purge"
 SAGAS_RUN_STEP = "sagas.run_step"
 SAGAS_SWEEP = "sagas.sweep"
 
+# Emails (docs/emails.md): one send per email row, claimed, retried through the outbox.
+EMAILS_SEND = "emails.send"
+EMAILS_PURGE = "emails.purge"
+
 # Which queue each task runs on.
 TASK_QUEUES = {
     HEARTBEAT: "default",
@@ -32,4 +36,7 @@ TASK_QUEUES = {
     SAGAS_RUN_STEP: "default",
     SAGAS_SWEEP: "default",
     SCHEDULES_PURGE: "default",
+    # Emails
+    EMAILS_SEND: "notifications",
+    EMAILS_PURGE: "default",
 }

@@ -56,6 +56,7 @@ OPERATOR_ACTS = {
     "sagas.sagainstance": {"change"},  # cancel, retry compensation, mark resolved
     "sagas.sagasignal": set(),  # the saga history is written by the engine only
     "sagas.sagastepattempt": set(),
+    "emails.email": {"change"},  # retry failed emails
 }
 
 
@@ -163,6 +164,7 @@ ACTING_PAGES = {
     "admin:idempotency_idempotencyrecord_changelist": {"purge"},
     "admin:core_apikey_changelist": {"revoke"},
     "admin:sagas_sagainstance_changelist": {"cancel", "retry", "resolve"},
+    "admin:emails_email_changelist": {"retry_failed"},
 }
 
 

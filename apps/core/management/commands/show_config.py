@@ -4,7 +4,7 @@ from apps.core.startup import configuration_summary
 
 
 class Command(BaseCommand):
-    help = "Print the settings module, database, broker and Redis this configuration uses (never credentials)."
+    help = "Print the settings module, database, broker, Redis and email server in use (never credentials)."
 
     def handle(self, *args, **options):
         for name, value in configuration_summary().items():
