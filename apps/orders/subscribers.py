@@ -1,5 +1,6 @@
 """Event handlers of the orders app (discovered by apps.outbox at start-up)."""
 
+import apps.orders.emails  # noqa: F401 - its subscribers (the owner's order emails) register on import
 from apps.flags.tasks_support import flag_gated_subscriber
 from apps.orders.services import ORDER_PLACED, order_reserve
 from apps.outbox import subscriber

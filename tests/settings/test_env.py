@@ -17,6 +17,7 @@ VALID_PRODUCTION_ENV = {
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
     "REDIS_URL": "redis://127.0.0.1:6379/1",
     "FERNET_KEYS": "ZGVwbG95LWNoZWNrLW9ubHktbm90LWEtc2VjcmV0ISE=",
+    "EMAIL_URL": "smtp+tls://mailer@mail.example.com:587",
 }
 
 
