@@ -22,6 +22,7 @@ class SwaggerView(SpectacularSwaggerView):
 
 api_patterns = [
     path("orders/", include("apps.orders.urls")),
+    path("products/", include("apps.orders.product_urls")),
     path("outbox/", include("apps.outbox.urls")),
     path("flags/", include("apps.flags.urls")),
     path("schedules/", include("apps.schedules.urls")),

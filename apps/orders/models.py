@@ -3,18 +3,41 @@ from django.db import models
 from django.db.models import Q
 
 
+class Product(models.Model):
+    """A sellable SKU with its current price and the stock left to reserve."""
+
+    sku = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    price_cents = models.PositiveIntegerField()
+    stock = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["sku"]
+        constraints = [models.CheckConstraint(condition=~Q(sku=""), name="product_sku_not_empty")]
+
+    def __str__(self) -> str:
+        return f"{self.sku} ({self.name})"
+
+
 class Order(models.Model):
     """An order for a quantity of one SKU, owned by the user who placed it."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
         RESERVED = "reserved"
+        PAID = "paid"
+        CONFIRMED = "confirmed"
         CANCELLED = "cancelled"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="orders")
     sku = models.CharField(max_length=64)
     quantity = models.PositiveIntegerField()
+    # The price is copied at placing time so a later catalog change does not alter what the customer agreed to.
+    amount_cents = models.PositiveBigIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    cancel_reason = models.CharField(max_length=64, blank=True, default="",
+                                     help_text="Why the order was cancelled, e.g. out_of_stock.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from apps.core.serializers import StrictSerializer
-from apps.orders.models import Order
+from apps.orders.models import Order, Product
 
 
 class OrderCreateSerializer(StrictSerializer):
@@ -12,5 +12,12 @@ class OrderCreateSerializer(StrictSerializer):
 class OrderSerializer(serializers.ModelSerializer):
     class Meta:
         model = Order
-        fields = ["id", "sku", "quantity", "status", "created_at"]
+        fields = ["id", "sku", "quantity", "amount_cents", "status", "cancel_reason", "created_at"]
+        read_only_fields = fields
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Product
+        fields = ["sku", "name", "price_cents", "stock"]
         read_only_fields = fields

@@ -8,6 +8,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 
 from apps.core.errors import NotFound
+from apps.orders.catalog import product_price_cents
 from apps.orders.models import Order, Reservation
 from apps.outbox import publish
 
@@ -15,10 +16,12 @@ ORDER_PLACED = "order.placed"
 
 
 def order_place(*, owner: AbstractBaseUser, sku: str, quantity: int) -> Order:
-    """Place an order for ``owner`` and publish ``order.placed`` in the same transaction."""
+    """Place an order for ``owner`` at the current price and publish ``order.placed`` in the same transaction."""
     with transaction.atomic():
-        order = Order.objects.create(owner=owner, sku=sku, quantity=quantity)
-        publish(ORDER_PLACED, {"order_id": order.pk, "sku": sku, "quantity": quantity, "owner_id": owner.pk},
+        order = Order.objects.create(owner=owner, sku=sku, quantity=quantity,
+                                     amount_cents=quantity * product_price_cents(sku=sku))
+        publish(ORDER_PLACED, {"order_id": order.pk, "sku": sku, "quantity": quantity, "owner_id": owner.pk,
+                               "amount_cents": order.amount_cents},
                 key=f"order:{order.pk}")
     return order
 

@@ -11,8 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.pagination import PageQuerySerializer, StandardPagination
+from apps.orders.catalog import product_list
 from apps.orders.selectors import order_get, order_list
-from apps.orders.serializers import OrderCreateSerializer, OrderSerializer
+from apps.orders.serializers import OrderCreateSerializer, OrderSerializer, ProductSerializer
 from apps.orders.services import order_place
 
 
@@ -45,3 +46,17 @@ class OrderDetailView(APIView):
     @extend_schema(operation_id="orders_retrieve", responses=OrderSerializer)
     def get(self, request: Request, order_id: int) -> Response:
         return Response(OrderSerializer(order_get(owner=request.user, order_id=order_id)).data)
+
+
+class ProductListView(GenericAPIView):
+    """The catalog: any authenticated caller may read it."""
+
+    pagination_class = StandardPagination
+    serializer_class = ProductSerializer
+
+    @extend_schema(operation_id="products_list", parameters=[PageQuerySerializer],
+                   responses=ProductSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        PageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
+        page = self.paginate_queryset(product_list())
+        return self.get_paginated_response(ProductSerializer(page, many=True).data)

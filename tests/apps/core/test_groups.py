@@ -46,6 +46,7 @@ OPERATOR_ACTS = {
     "flags.scheduledflagchange": {"add", "change", "delete"},
     "idempotency.idempotencyrecord": {"change", "delete"},  # purge deletes
     "orders.order": {"change"},
+    "orders.product": {"change"},  # price and stock; new products come from `manage.py catalog set`
     "orders.reservation": {"change"},
     "outbox.inboxentry": set(),
     "outbox.outboxmessage": {"change"},  # retry, discard, re-drive

@@ -11,7 +11,7 @@ def test_create_order_returns_201_with_location(api_client, user):
     assert response.status_code == 201
     body = response.json()
     assert body["sku"] == "SKU-1" and body["quantity"] == 3 and body["status"] == "pending"
-    assert set(body) == {"id", "sku", "quantity", "status", "created_at"}
+    assert set(body) == {"id", "sku", "quantity", "amount_cents", "status", "cancel_reason", "created_at"}
     assert response["Location"].endswith(f"/api/orders/{body['id']}/")
     assert Order.objects.get(pk=body["id"]).owner == user
 
