@@ -88,7 +88,8 @@ def test_order_placed_reaches_the_subscriber_and_topic_consumers(broker, api_cli
     assert set(envelope) == {"id", "topic", "key", "payload", "headers", "occurred_at"}
     assert envelope["topic"] == "order.placed"
     assert envelope["key"] == f"order:{order_id}"
-    assert envelope["payload"] == {"order_id": order_id, "sku": "SKU-E2E", "quantity": 2, "owner_id": user.pk}
+    assert envelope["payload"] == {"order_id": order_id, "sku": "SKU-E2E", "quantity": 2, "owner_id": user.pk,
+                                   "amount_cents": 0}  # SKU-E2E is not in the catalog: priced 0
     assert envelope["headers"]["message_id"] == envelope["id"]
     assert envelope["headers"]["request_id"] == request_id
     assert datetime.fromisoformat(envelope["occurred_at"]) == event_row.created_at
