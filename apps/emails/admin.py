@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from apps.core.admin_base import ReadOnlyAdmin
+from apps.core.admin_base import OperatedAdminMixin, ReadOnlyAdmin
 from apps.core.audit import Actor, Via
 from apps.emails.models import Email
 from apps.emails.services import email_retry_failed
 
 
 @admin.register(Email)
-class EmailAdmin(ReadOnlyAdmin):
+class EmailAdmin(OperatedAdminMixin, ReadOnlyAdmin):
     list_display = ("id", "state", "to", "template", "attempts", "last_error", "created_at", "sent_at")
     list_filter = ("state", "template")
     search_fields = ("=to", "=key")
@@ -24,11 +23,6 @@ class EmailAdmin(ReadOnlyAdmin):
               "sent_at")
     readonly_fields = fields
     actions = ["retry_failed"]
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        """Retrying changes rows, so it needs the change permission the detail view does not grant."""
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
 
     @admin.action(description="Retry selected failed emails", permissions=["operate"])
     def retry_failed(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
