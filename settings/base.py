@@ -364,19 +364,29 @@ SCHEDULES_FIRE_RETENTION_DAYS = env.integer("SCHEDULES_FIRE_RETENTION_DAYS", 30,
 SCHEDULES_BACKFILL_MAX = env.integer("SCHEDULES_BACKFILL_MAX", 1000, minimum=1)
 
 # --- Email (docs/emails.md) -------------------------------------------------------------------
+
+
+def email_connection(parsed: dict[str, object]) -> dict[str, object]:
+    """Django's EMAIL_* connection settings from a parsed EMAIL_URL; EMAIL_BACKEND may replace the backend."""
+    return {
+        "EMAIL_BACKEND": env.text("EMAIL_BACKEND", parsed["EMAIL_BACKEND"]),
+        "EMAIL_HOST": parsed["EMAIL_HOST"] or "localhost",
+        "EMAIL_PORT": parsed["EMAIL_PORT"] or 25,
+        "EMAIL_HOST_USER": parsed["EMAIL_HOST_USER"] or "",
+        "EMAIL_HOST_PASSWORD": parsed["EMAIL_HOST_PASSWORD"] or "",
+        "EMAIL_USE_TLS": bool(parsed.get("EMAIL_USE_TLS")),
+        "EMAIL_USE_SSL": bool(parsed.get("EMAIL_USE_SSL")),
+    }
+
+
 # EMAIL_URL is parsed by django-environ (smtp://, smtp+tls:// for STARTTLS, smtp+ssl://, console:);
 # production requires it. EMAIL_BACKEND overrides the backend the URL implies (e.g. django-anymail's).
-_EMAIL = env.email("EMAIL_URL", "console:")
-EMAIL_BACKEND = env.text("EMAIL_BACKEND", _EMAIL["EMAIL_BACKEND"])
-EMAIL_HOST = _EMAIL["EMAIL_HOST"] or "localhost"
-EMAIL_PORT = _EMAIL["EMAIL_PORT"] or 25
-EMAIL_HOST_USER = _EMAIL["EMAIL_HOST_USER"] or ""
-EMAIL_HOST_PASSWORD = _EMAIL["EMAIL_HOST_PASSWORD"] or ""
-EMAIL_USE_TLS = bool(_EMAIL.get("EMAIL_USE_TLS"))
-EMAIL_USE_SSL = bool(_EMAIL.get("EMAIL_USE_SSL"))
+globals().update(email_connection(env.email("EMAIL_URL", "console:")))
 DEFAULT_FROM_EMAIL = env.text("DEFAULT_FROM_EMAIL", "Taskplane <noreply@localhost>")
 EMAIL_TIMEOUT = env.integer("EMAIL_TIMEOUT_SECONDS", 10, minimum=1)
 # Sends of one email that end in a transient SMTP error before it is marked failed.
 EMAIL_MAX_ATTEMPTS = env.integer("EMAIL_MAX_ATTEMPTS", 5, minimum=1)
-# Sent emails are deleted this long after sending; failed ones stay until an operator retries them.
+# Sent emails are deleted this long after sending.
 EMAILS_RETENTION_DAYS = env.integer("EMAILS_RETENTION_DAYS", 30, minimum=1)
+# Failed emails wait for an operator's retry this long (counted from when the email was asked for), then go.
+EMAILS_FAILED_RETENTION_DAYS = env.integer("EMAILS_FAILED_RETENTION_DAYS", 90, minimum=1)

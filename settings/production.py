@@ -2,7 +2,7 @@
 
 from settings import env
 from settings.base import *  # noqa: F403
-from settings.base import broker_transport_options, cache_config
+from settings.base import broker_transport_options, cache_config, email_connection
 
 DEBUG = False
 SECRET_KEY = env.text("SECRET_KEY")
@@ -24,14 +24,7 @@ REDIS_URL = env.url("REDIS_URL", schemes=("redis", "rediss"))
 CACHES = cache_config(REDIS_URL)
 FERNET_KEYS = env.fernet_keys("FERNET_KEYS")
 # Where mail goes: required, so a deployment never silently prints mail to a console.
-_EMAIL = env.email("EMAIL_URL")
-EMAIL_BACKEND = env.text("EMAIL_BACKEND", _EMAIL["EMAIL_BACKEND"])
-EMAIL_HOST = _EMAIL["EMAIL_HOST"] or "localhost"
-EMAIL_PORT = _EMAIL["EMAIL_PORT"] or 25
-EMAIL_HOST_USER = _EMAIL["EMAIL_HOST_USER"] or ""
-EMAIL_HOST_PASSWORD = _EMAIL["EMAIL_HOST_PASSWORD"] or ""
-EMAIL_USE_TLS = bool(_EMAIL.get("EMAIL_USE_TLS"))
-EMAIL_USE_SSL = bool(_EMAIL.get("EMAIL_USE_SSL"))
+globals().update(email_connection(env.email("EMAIL_URL")))
 
 # Hardening. TLS usually ends at a proxy or ingress: set USE_X_FORWARDED_PROTO=true only when that
 # proxy overwrites X-Forwarded-Proto, otherwise a client could claim HTTPS.

@@ -1,4 +1,4 @@
-"""Write services of the emails app: ask for an email, retry failed ones, purge sent ones."""
+"""Write services of the emails app: ask for an email, retry failed ones, purge expired ones."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.audit import Actor, operator_action_record
@@ -75,6 +76,10 @@ def email_retry_failed(*, email_ids: Iterable[int], actor: Actor) -> int:
 
 
 def emails_purge() -> int:
-    """Delete sent emails older than EMAILS_RETENTION_DAYS, in batches; returns how many."""
-    cutoff = timezone.now() - timedelta(days=settings.EMAILS_RETENTION_DAYS)
-    return delete_in_batches(Email.objects.filter(state=Email.State.SENT, sent_at__lt=cutoff))
+    """Delete sent and failed emails past their retention (EMAILS_*RETENTION_DAYS); returns how many."""
+    now = timezone.now()
+    sent_cutoff = now - timedelta(days=settings.EMAILS_RETENTION_DAYS)
+    failed_cutoff = now - timedelta(days=settings.EMAILS_FAILED_RETENTION_DAYS)
+    expired = (Q(state=Email.State.SENT, sent_at__lt=sent_cutoff)
+               | Q(state=Email.State.FAILED, created_at__lt=failed_cutoff))
+    return delete_in_batches(Email.objects.filter(expired))

@@ -77,11 +77,15 @@ def test_an_expired_claim_is_taken_over_and_sent():
     assert email.attempts == 2 and email.state == Email.State.SENT
 
 
-def test_purge_deletes_only_sent_emails_past_retention(settings):
+def test_purge_deletes_sent_and_failed_emails_past_their_retention(settings):
     settings.EMAILS_RETENTION_DAYS = 30
-    old = timezone.now() - timedelta(days=31)
-    for key, state, sent_at in [("old", "sent", old), ("new", "sent", timezone.now()), ("failed", "failed", None),
-                                ("queued", "queued", None)]:
-        Email.objects.create(key=key, to="a@example.com", template="order_confirmed", state=state, sent_at=sent_at)
-    assert emails_purge() == 1
-    assert set(Email.objects.values_list("key", flat=True)) == {"new", "failed", "queued"}
+    settings.EMAILS_FAILED_RETENTION_DAYS = 90
+    now = timezone.now()
+    for key, state, age_days, sent_days in [("old-sent", "sent", 31, 31), ("new-sent", "sent", 1, 1),
+                                            ("old-failed", "failed", 91, None), ("new-failed", "failed", 89, None),
+                                            ("old-queued", "queued", 400, None)]:
+        email = Email.objects.create(key=key, to="a@example.com", template="order_confirmed", state=state,
+                                     sent_at=None if sent_days is None else now - timedelta(days=sent_days))
+        Email.objects.filter(pk=email.pk).update(created_at=now - timedelta(days=age_days))  # auto_now_add
+    assert emails_purge() == 2
+    assert set(Email.objects.values_list("key", flat=True)) == {"new-sent", "new-failed", "old-queued"}
