@@ -61,10 +61,15 @@ def by_name(objects, kind: str) -> dict[str, dict]:
     return {obj["metadata"]["name"]: obj for obj in of_kind(objects, kind)}
 
 
+def taskplane(objects) -> list[dict]:
+    """Taskplane's own objects (not, say, the dev overlay's throw-away PostgreSQL)."""
+    return [obj for obj in objects if obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "taskplane"]
+
+
 def pod_specs(objects) -> list[tuple[str, dict]]:
-    """(name, pod spec) of every Deployment and Job."""
+    """(name, pod spec) of every Taskplane Deployment and Job."""
     return [(obj["metadata"]["name"], obj["spec"]["template"]["spec"])
-            for obj in objects if obj["kind"] in ("Deployment", "Job")]
+            for obj in taskplane(objects) if obj["kind"] in ("Deployment", "Job")]
 
 
 def all_containers(pod: dict) -> list[dict]:
@@ -217,7 +222,7 @@ def test_long_running_containers_have_probes_and_resources(overlay):
             resources = container.get("resources", {})
             assert {"cpu", "memory"} <= set(resources.get("requests", {})), (name, container["name"])
             assert {"cpu", "memory"} <= set(resources.get("limits", {})), (name, container["name"])
-    for deployment in of_kind(objects, "Deployment"):
+    for deployment in of_kind(taskplane(objects), "Deployment"):
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                 assert probe in container, (deployment["metadata"]["name"], container["name"], probe)
@@ -296,7 +301,7 @@ def test_workers_disable_prefetch_only_with_redis(overlay):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_scaling_objects_fit_their_targets(overlay):
     objects = rendered(overlay)
-    deployments = by_name(objects, "Deployment")
+    deployments = by_name(taskplane(objects), "Deployment")
     scaled = {obj["spec"]["scaleTargetRef"]["name"] for obj in of_kind(objects, "ScaledObject")}
     scaled |= {obj["spec"]["scaleTargetRef"]["name"] for obj in of_kind(objects, "HorizontalPodAutoscaler")}
     assert scaled <= set(deployments)
