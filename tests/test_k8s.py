@@ -164,6 +164,16 @@ def test_keda_schema_refuses_unknown_and_literal_credentials():
     assert any("triggers.0.metadata" in error for error in errors), errors
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_lands_in_one_namespace(overlay):
+    """A resource an overlay or component adds after the namespace was set would land in "default"."""
+    objects = [obj for obj in rendered(overlay) if obj["kind"] != "Namespace"]
+    namespaces = {obj["metadata"].get("namespace") for obj in objects}
+    assert len(namespaces) == 1 and None not in namespaces, sorted(
+        (obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")) for obj in objects)
+    assert namespaces == {obj["metadata"]["name"] for obj in of_kind(rendered(overlay), "Namespace")}
+
+
 def test_every_overlay_is_checked():
     assert {"dev", "production", "production-rabbitmq"} <= set(OVERLAYS)
 
