@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from apps.core.errors import InvalidInput
+from apps.notifications.errors import InvalidEndpoint, field_error
 from apps.orders.emails import ORDER_CANCELLED, ORDER_CONFIRMED
 from apps.orders.services import ORDER_PLACED
 
@@ -20,16 +20,16 @@ MAX_EVENT_TYPES = 50
 
 
 def event_types_check(*, event_types: Iterable[str]) -> list[str]:
-    """The de-duplicated list, or InvalidInput naming every entry that is neither a known type nor a known ``x.*``."""
+    """The de-duplicated list, or InvalidEndpoint naming each entry that is neither a known type nor a known ``x.*``."""
     cleaned = list(dict.fromkeys(event_types))
     if len(cleaned) > MAX_EVENT_TYPES:
-        raise InvalidInput(f"An endpoint subscribes to at most {MAX_EVENT_TYPES} event types.")
+        raise InvalidEndpoint(f"An endpoint subscribes to at most {MAX_EVENT_TYPES} event types.")
     unknown = [item for item in cleaned if not isinstance(item, str) or not _known(item)]
     if unknown:
-        raise InvalidInput(
+        raise InvalidEndpoint(
             f"Unknown event type(s) or pattern(s): {', '.join(map(str, unknown))}. Known types: "
             f"{', '.join(sorted(EVENT_TYPES))}; a pattern is a prefix followed by .* (e.g. order.*).",
-            errors=[{"field": "event_types", "detail": f"{item!r} matches no event type."} for item in unknown])
+            errors=[field_error("event_types", f"{item!r} matches no event type.") for item in unknown])
     return cleaned
 
 

@@ -18,6 +18,7 @@ from apps.core.audit import Actor, operator_action_record
 from apps.core.crypto import encrypt_text
 from apps.core.errors import Conflict, InvalidInput, NotFound
 from apps.core.task_contract import WEBHOOKS_DELIVER
+from apps.notifications.errors import field_error
 from apps.notifications.events import WEBHOOK_TEST, event_types_check
 from apps.notifications.models import Delivery, Endpoint, Message
 from apps.notifications.secrets import secret_seal
@@ -45,7 +46,8 @@ def endpoint_update(*, endpoint_id: uuid.UUID, changes: dict[str, Any]) -> Endpo
     """Change an endpoint's editable fields; enabling a disabled one clears its reason and failure clock."""
     unknown = set(changes) - set(EDITABLE)
     if unknown:
-        raise InvalidInput(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
+        raise InvalidInput(f"These fields cannot be changed: {', '.join(sorted(unknown))}.",
+                           errors=[field_error(name, "Cannot be changed.") for name in sorted(unknown)])
     clean = _checked({name: value for name, value in changes.items() if name != "enabled" and name != "description"})
     with transaction.atomic():
         endpoint = _locked(endpoint_id)
@@ -170,7 +172,8 @@ def _checked(fields: dict[str, Any]) -> dict[str, Any]:
         clean["headers"] = endpoint_headers_check(headers=fields["headers"] or {})
     limit = fields.get("rate_limit_per_second")
     if limit is not None and (not isinstance(limit, int) or not 1 <= limit <= 10_000):
-        raise InvalidInput("rate_limit_per_second must be an integer from 1 to 10000 (or null for none).")
+        raise InvalidInput("rate_limit_per_second must be an integer from 1 to 10000 (or null for none).",
+                           errors=[field_error("rate_limit_per_second", "Must be from 1 to 10000, or null.")])
     return clean
 
 

@@ -204,7 +204,8 @@ def test_an_encrypted_event_stays_encrypted(user, receiver, settings):
     delivery = delivery_of(message_id, endpoint)
     assert all("secret-sku" not in task.payload for task in _delivery_tasks(delivery))
     delivery_attempt(delivery_id=delivery.pk)
-    assert Webhook(secret).verify(receiver.at(path)[0].body, receiver.at(path)[0].headers)["data"]["sku"] == "secret-sku"
+    (request,) = receiver.at(path)
+    assert Webhook(secret).verify(request.body, request.headers)["data"]["sku"] == "secret-sku"
     stored = Endpoint.objects.get(pk=endpoint.pk)
     assert secret not in stored.secret and secret[6:] not in stored.secret  # the secret at rest is a Fernet token
 
