@@ -408,3 +408,5 @@ WEBHOOKS_MAX_RESPONSE_BYTES = env.integer("WEBHOOKS_MAX_RESPONSE_BYTES", 64 * 10
 WEBHOOKS_ALLOW_PRIVATE_HOSTS = env.boolean("WEBHOOKS_ALLOW_PRIVATE_HOSTS", False)
 WEBHOOKS_ALLOWED_HOSTS = env.csv("WEBHOOKS_ALLOWED_HOSTS", [])
 WEBHOOKS_ALLOW_HTTP = env.boolean("WEBHOOKS_ALLOW_HTTP", False)
+# Messages older than this are deleted with their deliveries and attempts, unless one is still in flight.
+WEBHOOKS_RETENTION_DAYS = env.integer("WEBHOOKS_RETENTION_DAYS", 30, minimum=1)

@@ -25,6 +25,7 @@ EMAILS_PURGE = "emails.purge"
 
 # Webhooks (docs/notifications.md): one attempt of one delivery per message; retries are delayed outbox rows.
 WEBHOOKS_DELIVER = "notifications.deliver"
+WEBHOOKS_PURGE = "notifications.purge"
 
 # Which queue each task runs on.
 TASK_QUEUES = {
@@ -44,4 +45,5 @@ TASK_QUEUES = {
     EMAILS_PURGE: "default",
     # Webhooks
     WEBHOOKS_DELIVER: "notifications",
+    WEBHOOKS_PURGE: "default",
 }

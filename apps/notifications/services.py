@@ -17,6 +17,7 @@ from django.utils import timezone
 from apps.core.audit import Actor, operator_action_record
 from apps.core.crypto import encrypt_text
 from apps.core.errors import Conflict, InvalidInput, NotFound
+from apps.core.purging import delete_in_batches
 from apps.core.task_contract import WEBHOOKS_DELIVER
 from apps.notifications.errors import field_error
 from apps.notifications.events import WEBHOOK_TEST, event_types_check
@@ -191,3 +192,11 @@ def endpoints_set_enabled(*, endpoint_ids: Iterable[uuid.UUID], enabled: bool, a
         operator_action_record(actor=actor, action="webhooks.enable" if enabled else "webhooks.disable",
                                target_type="notifications.endpoint", target_ids=ids)
     return len(ids)
+
+
+def webhook_messages_purge() -> int:
+    """Delete messages past WEBHOOKS_RETENTION_DAYS whose deliveries are all finished; returns rows deleted."""
+    cutoff = timezone.now() - timedelta(days=settings.WEBHOOKS_RETENTION_DAYS)
+    in_flight = Delivery.objects.filter(state__in=[Delivery.State.PENDING, Delivery.State.SENDING])
+    return delete_in_batches(Message.objects.filter(created_at__lt=cutoff).exclude(
+        pk__in=in_flight.values("message_id")))

@@ -230,3 +230,16 @@ def test_the_guard_refuses_a_private_url_before_connecting(settings):
     settings.WEBHOOKS_ALLOW_PRIVATE_HOSTS = False
     with pytest.raises(UrlRefused):
         webhook_session().post("http://127.0.0.1:9/x", data=json.dumps({}))
+
+
+def test_the_purge_keeps_recent_and_in_flight_messages(user, settings):
+    from apps.notifications.services import webhook_messages_purge
+
+    endpoint_for(user, "http://127.0.0.1:9/purge")
+    old_done, old_pending, recent = (fan_out() for _ in range(3))
+    Delivery.objects.filter(message_id__in=[old_done, recent]).update(state="succeeded")
+    Message.objects.filter(pk__in=[old_done, old_pending]).update(created_at=timezone.now() - timedelta(days=31))
+
+    webhook_messages_purge()
+
+    assert set(Message.objects.values_list("pk", flat=True)) == {uuid.UUID(old_pending), uuid.UUID(recent)}
