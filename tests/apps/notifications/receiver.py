@@ -16,7 +16,7 @@ class Received:
 
 
 class Receiver:
-    """``script(path, (status, headers), ...)`` queues answers for a path; once used up it answers 200."""
+    """``script(path, (status, headers[, body]), ...)`` queues answers for a path; once used up it answers 200 "ok"."""
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
@@ -30,13 +30,14 @@ class Receiver:
                 with receiver._lock:
                     receiver.requests.append(Received(self.path, dict(self.headers.items()), body))
                     queued = receiver._answers[self.path]
-                    status, headers = queued.popleft() if queued else (200, {})
+                    status, headers, *rest = queued.popleft() if queued else (200, {})
+                answer = rest[0] if rest else b"ok"
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(answer)
 
             def log_message(self, *args) -> None:  # tests print nothing
                 pass
@@ -55,7 +56,7 @@ class Receiver:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
 
-    def script(self, path: str, *answers: tuple[int, dict[str, str]]) -> None:
+    def script(self, path: str, *answers: tuple) -> None:
         with self._lock:
             self._answers[path].extend(answers)
 

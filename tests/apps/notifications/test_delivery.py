@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 from django.db.models.functions import Now
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -243,3 +244,30 @@ def test_the_purge_keeps_recent_and_in_flight_messages(user, settings):
     webhook_messages_purge()
 
     assert set(Message.objects.values_list("pk", flat=True)) == {uuid.UUID(old_pending), uuid.UUID(recent)}
+
+
+def test_an_oversized_answer_is_cut_off_and_only_its_first_2_kib_is_kept(user, receiver, settings):
+    settings.WEBHOOKS_MAX_RESPONSE_BYTES = 4096
+    path = _path()
+    receiver.script(path, (500, {}, b"y" * 3000), (200, {}, b"x" * 5000))
+    endpoint, _ = endpoint_for(user, receiver.url(path))
+    delivery = delivery_of(fan_out(), endpoint)
+
+    assert delivery_attempt(delivery_id=delivery.pk) == "retry"
+    make_due(delivery)
+    assert delivery_attempt(delivery_id=delivery.pk) == "sent"  # the status counts, though the body was cut off
+
+    kept, too_large = Attempt.objects.filter(delivery=delivery).order_by("id")
+    assert kept.status_code == 500 and kept.response_body == "y" * 2048
+    assert too_large.status_code == 200 and "ResponseTooLarge" in too_large.error and too_large.response_body == ""
+
+
+def test_an_attempt_that_cannot_be_made_is_recorded_as_a_failure(user, receiver, settings):
+    endpoint, _ = endpoint_for(user, receiver.url(_path()))
+    delivery = delivery_of(fan_out(), endpoint)
+    settings.FERNET_KEYS = [Fernet.generate_key().decode()]  # the key that sealed the secret is gone
+
+    assert delivery_attempt(delivery_id=delivery.pk) == "retry"
+
+    delivery.refresh_from_db()
+    assert delivery.state == "pending" and "EncryptionUnavailable" in delivery.last_error
