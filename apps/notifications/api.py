@@ -169,8 +169,8 @@ class MessageDetailView(APIView):
 class MessageReplayView(APIView):
     @extend_schema(operation_id="webhooks_messages_replay", parameters=[MESSAGE_ID], request=ReplaySerializer,
                    responses={202: MessageSerializer},
-                   description="Send the message to the endpoint again, with the same webhook-id. 409 while it "
-                               "is still pending or sending there, or when the endpoint is disabled.")
+                   description="Send the message to the endpoint again, with the same webhook-id (a new round of "
+                               "attempts). 409 while an attempt is in flight, or when the endpoint is disabled.")
     def post(self, request: Request, message_id) -> Response:
         endpoint_id = _valid(ReplaySerializer, request.data)["endpoint"]
         message_get(user=request.user, message_id=message_id)  # 404 unless the caller may read it

@@ -114,7 +114,8 @@ def _post(endpoint: Endpoint, message: Message) -> AttemptResult:
     retry_after = None
     if response.status_code in RETRY_AFTER_STATUSES:
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-    text = response.content[:KEPT_BODY_BYTES].decode("utf-8", errors="replace")
+    # PostgreSQL text cannot hold NUL: a receiver's binary answer must not make the attempt unrecordable.
+    text = response.content[:KEPT_BODY_BYTES].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
     return AttemptResult(response.status_code, _ms(started), body=text, retry_after=retry_after)
 
 

@@ -118,8 +118,10 @@ def message_replay(*, message_id: uuid.UUID, endpoint_id: uuid.UUID, actor: Acto
         delivery, created = Delivery.objects.select_for_update().get_or_create(
             message=message, endpoint=endpoint, defaults={"next_attempt_at": Now()})
         if not created:
-            if delivery.state in (Delivery.State.PENDING, Delivery.State.SENDING):
-                raise Conflict(f"This message is already {delivery.state} to this endpoint.")
+            # A pending one may be replayed (its task row may have been discarded in outbox admin): the
+            # claim lets one attempt through, whichever task comes first.
+            if delivery.state == Delivery.State.SENDING:
+                raise Conflict("This message is being sent to this endpoint right now; try again shortly.")
             _restart(ids=[delivery.pk], seen_state=delivery.state)
         deliveries_dispatch(deliveries=[delivery], reason="replay")
         operator_action_record(actor=actor, action="webhooks.replay", target_type="notifications.delivery",

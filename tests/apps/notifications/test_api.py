@@ -110,8 +110,14 @@ def test_replay_keeps_the_webhook_id(api_client, user, receiver):
     assert response.status_code == 202, response.content
     again = api_client.post(f"/api/webhooks/messages/{delivery.message_id}/replay/",
                             {"endpoint": str(endpoint.pk)}, format="json")
-    assert again.status_code == 409  # still pending: one replay at a time
+    assert again.status_code == 202  # still pending: a second task, but the claim lets one attempt through
     assert delivery_attempt(delivery_id=delivery.pk) == "sent"
+    assert delivery_attempt(delivery_id=delivery.pk) == "already-succeeded"
+    Delivery.objects.filter(pk=delivery.pk).update(state="sending")
+    busy = api_client.post(f"/api/webhooks/messages/{delivery.message_id}/replay/",
+                           {"endpoint": str(endpoint.pk)}, format="json")
+    assert busy.status_code == 409
+    Delivery.objects.filter(pk=delivery.pk).update(state="succeeded")
 
     first, second = receiver.at("/replay")
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == str(delivery.message_id)

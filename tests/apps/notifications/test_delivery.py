@@ -249,7 +249,7 @@ def test_the_purge_keeps_recent_and_in_flight_messages(user, settings):
 def test_an_oversized_answer_is_cut_off_and_only_its_first_2_kib_is_kept(user, receiver, settings):
     settings.WEBHOOKS_MAX_RESPONSE_BYTES = 4096
     path = _path()
-    receiver.script(path, (500, {}, b"y" * 3000), (200, {}, b"x" * 5000))
+    receiver.script(path, (500, {}, b"\x00" + b"y" * 3000), (200, {}, b"x" * 5000))
     endpoint, _ = endpoint_for(user, receiver.url(path))
     delivery = delivery_of(fan_out(), endpoint)
 
@@ -258,7 +258,7 @@ def test_an_oversized_answer_is_cut_off_and_only_its_first_2_kib_is_kept(user, r
     assert delivery_attempt(delivery_id=delivery.pk) == "sent"  # the status counts, though the body was cut off
 
     kept, too_large = Attempt.objects.filter(delivery=delivery).order_by("id")
-    assert kept.status_code == 500 and kept.response_body == "y" * 2048
+    assert kept.status_code == 500 and kept.response_body == "\ufffd" + "y" * 2047
     assert too_large.status_code == 200 and "ResponseTooLarge" in too_large.error and too_large.response_body == ""
 
 
