@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "apps.sagas",
     "apps.schedules",
     "apps.emails",
+    "apps.notifications",
 ]
 
 MIDDLEWARE = [
@@ -390,3 +391,22 @@ EMAIL_MAX_ATTEMPTS = env.integer("EMAIL_MAX_ATTEMPTS", 5, minimum=1)
 EMAILS_RETENTION_DAYS = env.integer("EMAILS_RETENTION_DAYS", 30, minimum=1)
 # Failed emails wait for an operator's retry this long (counted from when the email was asked for), then go.
 EMAILS_FAILED_RETENTION_DAYS = env.integer("EMAILS_FAILED_RETENTION_DAYS", 90, minimum=1)
+
+# --- Webhooks (docs/notifications.md) ----------------------------------------------------------
+# Seconds before each attempt of a delivery, the first one included (Svix: now, 5 s, 5 min, 30 min,
+# 2 h, 5 h, 10 h, 10 h); each but an immediate one gets up to 10% jitter. Exhausted = failed.
+WEBHOOKS_RETRY_SCHEDULE = env.seconds_list("WEBHOOKS_RETRY_SCHEDULE", [0, 5, 300, 1800, 7200, 18000, 36000, 36000])
+# After a rotation the previous secret keeps signing alongside the new one this long.
+WEBHOOKS_SECRET_GRACE_SECONDS = env.integer("WEBHOOKS_SECRET_GRACE_SECONDS", 24 * 3600, minimum=0)
+# An endpoint whose attempts have all failed for this long (none succeeded since) is disabled, owner emailed.
+WEBHOOKS_DISABLE_AFTER_SECONDS = env.integer("WEBHOOKS_DISABLE_AFTER_SECONDS", 5 * 86400, minimum=1)
+# One attempt's total connect + read budget, and the most of a response body read (2 KiB of it is kept).
+WEBHOOKS_TIMEOUT_SECONDS = env.integer("WEBHOOKS_TIMEOUT_SECONDS", 15, minimum=1)
+WEBHOOKS_MAX_RESPONSE_BYTES = env.integer("WEBHOOKS_MAX_RESPONSE_BYTES", 64 * 1024, minimum=1)
+# SSRF guard: endpoint hosts must resolve to public addresses unless private hosts are allowed; an
+# allow-list (exact names or "*.example.com") restricts endpoints to those hosts. http:// needs ALLOW_HTTP.
+WEBHOOKS_ALLOW_PRIVATE_HOSTS = env.boolean("WEBHOOKS_ALLOW_PRIVATE_HOSTS", False)
+WEBHOOKS_ALLOWED_HOSTS = env.csv("WEBHOOKS_ALLOWED_HOSTS", [])
+WEBHOOKS_ALLOW_HTTP = env.boolean("WEBHOOKS_ALLOW_HTTP", False)
+# Messages older than this are deleted with their deliveries and attempts, unless one is still in flight.
+WEBHOOKS_RETENTION_DAYS = env.integer("WEBHOOKS_RETENTION_DAYS", 30, minimum=1)

@@ -171,6 +171,18 @@ def csv(name: str, default: Any = _MISSING) -> list[str]:
     return _parsed(name, default, parse, "a comma-separated list")
 
 
+def seconds_list(name: str, default: Any = _MISSING) -> list[float]:
+    """Return a non-empty comma-separated list of non-negative seconds, e.g. "0,5,300"."""
+
+    def parse(value: str) -> list[float]:
+        items = [float(item) for item in value.split(",") if item.strip()]
+        if not items or any(not 0 <= item < 10**8 for item in items):
+            raise ValueError(value)
+        return items
+
+    return _parsed(name, default, parse, "a comma-separated list of seconds, e.g. 0,5,300")
+
+
 def rate(name: str, default: Any = _MISSING) -> str:
     """Return a DRF throttle rate such as "600/min" (units: s, sec, m, min, h, hour, d, day)."""
 

@@ -41,3 +41,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# Webhook receivers on this machine (loopback, plain http) are allowed here; the variables still win.
+WEBHOOKS_ALLOW_PRIVATE_HOSTS = env.boolean("WEBHOOKS_ALLOW_PRIVATE_HOSTS", True)
+WEBHOOKS_ALLOW_HTTP = env.boolean("WEBHOOKS_ALLOW_HTTP", True)

@@ -43,3 +43,7 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 # Breakers, limiters and locks get their own database, emptied by the resilience tests.
 RESILIENCE_REDIS_URL = env.url("TEST_RESILIENCE_REDIS_URL", "redis://127.0.0.1:6379/8", schemes=("redis", "rediss"))
+
+# Webhook receivers on this machine (loopback, plain http) are allowed here; the variables still win.
+WEBHOOKS_ALLOW_PRIVATE_HOSTS = env.boolean("WEBHOOKS_ALLOW_PRIVATE_HOSTS", True)
+WEBHOOKS_ALLOW_HTTP = env.boolean("WEBHOOKS_ALLOW_HTTP", True)

@@ -27,6 +27,7 @@ api_patterns = [
     path("flags/", include("apps.flags.urls")),
     path("schedules/", include("apps.schedules.urls")),
     path("sagas/", include("apps.sagas.urls")),
+    path("webhooks/", include("apps.notifications.urls")),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
     path("docs/", SwaggerView.as_view(url_name="schema", permission_classes=[AllowAny]), name="docs"),
 ]

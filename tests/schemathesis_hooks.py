@@ -18,6 +18,11 @@ status alone, and is documented where the rule lives:
   end after start, a backfill range in the past) (apps/schedules/errors.py). Type and bound errors
   answer ``validation-error`` first, which the hook keeps.
 
+- ``invalid-endpoint`` (400, webhook endpoint writes): what no schema states about an endpoint (a URL the
+  SSRF guard refuses: scheme, allow-list, a non-public address, a host that does not resolve; an
+  unknown event type or pattern; a reserved header or a value with a line break)
+  (apps/notifications/errors.py). Type and bound errors answer ``validation-error`` first.
+
 And one "deleted resource still available" that is right too: the DELETE was an idempotent replay
 (``Idempotent-Replayed: true``) of an earlier DELETE with the same key and request, so it answered that
 first 204 again and deleted nothing, while the resource had been created again in between.
@@ -42,6 +47,8 @@ def _right_answer(status: int, problem: dict, operation: tuple[str, str]) -> boo
     if (status, kind) == (422, f"{PROBLEM}idempotency-key-reused"):
         return True
     if (status, kind) == (400, f"{PROBLEM}invalid-schedule") and operation[1].startswith("/api/schedules/"):
+        return True
+    if (status, kind) == (400, f"{PROBLEM}invalid-endpoint") and operation[1].startswith("/api/webhooks/endpoints/"):
         return True
     if operation not in FLAG_WRITES or status != 400:
         return False

@@ -20,7 +20,8 @@ app.conf.task_routes = task_routes()
 app.conf.beat_schedule = BEAT_SCHEDULE
 # Task modules are imported when the worker starts, after Django is set up.
 app.conf.imports = ["workers.tasks.core", "workers.tasks.outbox", "workers.tasks.idempotency", "workers.tasks.flags",
-                    "workers.tasks.sagas", "workers.tasks.schedules", "workers.tasks.emails"]
+                    "workers.tasks.sagas", "workers.tasks.schedules", "workers.tasks.emails",
+                    "workers.tasks.notifications"]
 observability.connect(app)
 startup.connect(app)
 

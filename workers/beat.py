@@ -12,6 +12,7 @@ from apps.core.task_contract import (
     OUTBOX_RELAY,
     SAGAS_SWEEP,
     SCHEDULES_PURGE,
+    WEBHOOKS_PURGE,
 )
 
 BEAT_SCHEDULE = {
@@ -65,6 +66,12 @@ BEAT_SCHEDULE = {
     # Sent emails past EMAILS_RETENTION_DAYS (docs/emails.md).
     "emails-purge": {
         "task": EMAILS_PURGE,
+        "schedule": 3600.0,
+        "options": {"expires": 1800},
+    },
+    # Webhook messages (with their deliveries and attempts) past WEBHOOKS_RETENTION_DAYS (docs/notifications.md).
+    "webhooks-purge": {
+        "task": WEBHOOKS_PURGE,
         "schedule": 3600.0,
         "options": {"expires": 1800},
     },

@@ -52,6 +52,13 @@ OPERATOR_OVERRIDES: dict[str, tuple[str, ...]] = {
     "sagas.sagasignal": VIEWER_ACTIONS,
     # Emails: change is admin's "Retry failed" action (audited); rows are written by notify_email only.
     "emails.email": OPERATOR_ACTIONS,
+    # Webhooks: change on an endpoint is enable/disable, test and recover (API and admin, audited); on a
+    # delivery it is Replay. Owners create and delete their endpoints; operators never add or delete them.
+    # Messages and attempts are the delivery log, written by the fan-out and the workers only.
+    "notifications.endpoint": OPERATOR_ACTIONS,
+    "notifications.delivery": OPERATOR_ACTIONS,
+    "notifications.message": VIEWER_ACTIONS,
+    "notifications.attempt": VIEWER_ACTIONS,
 }
 
 

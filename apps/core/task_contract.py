@@ -23,6 +23,10 @@ SAGAS_SWEEP = "sagas.sweep"
 EMAILS_SEND = "emails.send"
 EMAILS_PURGE = "emails.purge"
 
+# Webhooks (docs/notifications.md): one attempt of one delivery per message; retries are delayed outbox rows.
+WEBHOOKS_DELIVER = "notifications.deliver"
+WEBHOOKS_PURGE = "notifications.purge"
+
 # Which queue each task runs on.
 TASK_QUEUES = {
     HEARTBEAT: "default",
@@ -39,4 +43,7 @@ TASK_QUEUES = {
     # Emails
     EMAILS_SEND: "notifications",
     EMAILS_PURGE: "default",
+    # Webhooks
+    WEBHOOKS_DELIVER: "notifications",
+    WEBHOOKS_PURGE: "default",
 }

@@ -129,6 +129,20 @@ class UrlGuard:
             return  # a name: its addresses are vetted when the connection opens
         self._vet(hostname, [literal])
 
+    def check_resolved(self, url: str) -> None:
+        """``check_url``, then resolve the host now and vet its addresses: for refusing a URL when it is saved.
+
+        The connection vets again (DNS can change); this only lets a caller say no before storing the URL.
+        """
+        self.check_url(url)
+        parts = urlsplit(url)
+        try:
+            self.vetted_addresses(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        except _AddressRefused as exc:
+            raise UrlRefused(str(exc)) from None
+        except OSError:
+            raise UrlRefused(f"Refused host {parts.hostname!r}: it does not resolve.") from None
+
     def vetted_addresses(self, host: str, port: int) -> list[str]:
         """Resolve ``host`` once and return its addresses; raise when any is not allowed."""
         host = host.strip("[]")

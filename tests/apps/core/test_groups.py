@@ -58,6 +58,11 @@ OPERATOR_ACTS = {
     "sagas.sagasignal": set(),  # the saga history is written by the engine only
     "sagas.sagastepattempt": set(),
     "emails.email": {"change"},  # retry failed emails
+    # Webhooks: enable/disable, test, recover (endpoint) and replay (delivery); owners create and delete.
+    "notifications.endpoint": {"change"},
+    "notifications.delivery": {"change"},
+    "notifications.message": set(),  # the delivery log is written by the fan-out and workers only
+    "notifications.attempt": set(),
 }
 
 

@@ -1,0 +1,1 @@
+"""Signed webhooks (Standard Webhooks): endpoints, messages fanned out from events, durable retried deliveries."""
