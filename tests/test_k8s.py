@@ -355,8 +355,9 @@ def query_value(query: str) -> float:
 
 
 @pytest.mark.django_db
-def test_postgresql_triggers_count_due_work():
+def test_postgresql_triggers_count_due_work(user):
     from apps.emails.models import Email
+    from apps.notifications.models import Delivery, Endpoint, Message
     from apps.outbox.models import OutboxMessage
 
     queries = postgresql_queries()
@@ -372,6 +373,10 @@ def test_postgresql_triggers_count_due_work():
     OutboxMessage.objects.create(kind=OutboxMessage.Kind.TASK, name="emails.send", queue="notifications",
                                  payload="{}", available_at=due)
     Email.objects.create(key="k8s-trigger", to="ops@example.com", template="orders/placed")
+    endpoint = Endpoint.objects.create(owner=user, url="https://hooks.example.com/", secret="encrypted")
+    for topic, next_attempt_at in (("order.placed", None), ("order.confirmed", later)):  # the second waits
+        message = Message.objects.create(topic=topic, payload="{}", occurred_at=due)
+        Delivery.objects.create(message=message, endpoint=endpoint, next_attempt_at=next_attempt_at)
     after = {name: query_value(query) for name, query in queries.items()}
     assert after["taskplane-worker"] == before["taskplane-worker"] + 2
-    assert after["taskplane-worker-notifications"] == before["taskplane-worker-notifications"] + 2
+    assert after["taskplane-worker-notifications"] == before["taskplane-worker-notifications"] + 3
