@@ -65,10 +65,21 @@ def record_claim(*, scope: str, user_id: int | None, key: str, method: str, path
     return Claim("in_flight", record=record)
 
 
+# Set on a response (response_keep_encrypted) whose body must never be stored in plaintext, e.g. a secret.
+KEEP_ENCRYPTED = "idempotency_keep_encrypted"
+
+
+def response_keep_encrypted(response: HttpResponse) -> HttpResponse:
+    """Mark ``response`` so that its idempotency record keeps it encrypted whatever IDEMPOTENCY_ENCRYPT_RESPONSES
+    says (FERNET_KEYS must be set); returns it."""
+    setattr(response, KEEP_ENCRYPTED, True)
+    return response
+
+
 def record_complete(*, scope: str, token: uuid.UUID, response: HttpResponse, headers: dict[str, str]) -> None:
     """Store the response (in the view's transaction, or after it rolled back); raises LostOwnership if reclaimed."""
     body = bytes(response.content)
-    encrypted = settings.IDEMPOTENCY_ENCRYPT_RESPONSES
+    encrypted = settings.IDEMPOTENCY_ENCRYPT_RESPONSES or getattr(response, KEEP_ENCRYPTED, False)
     stored = encrypt_text(body.decode("latin-1")).encode() if encrypted else body
     updated = IdempotencyRecord.objects.filter(scope_hash=scope, attempt_token=token, state=IN_FLIGHT).update(
         state=IdempotencyRecord.State.COMPLETED, completed_at=Now(), response_status=response.status_code,

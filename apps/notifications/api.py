@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from apps.core.audit import Actor, Via
 from apps.core.errors import PermissionDenied
 from apps.core.pagination import PageQuerySerializer, StandardPagination
+from apps.idempotency.records import response_keep_encrypted
 from apps.notifications.events import EVENT_TYPES
 from apps.notifications.secrets import endpoint_current_secret
 from apps.notifications.selectors import ACT, DELETE, OWNER, endpoint_get, endpoint_scope, message_get, message_list
@@ -77,7 +78,7 @@ class EndpointListCreateView(GenericAPIView):
         endpoint, secret = endpoint_create(owner=request.user, **_valid(EndpointWriteSerializer, request.data))
         location = request.build_absolute_uri(reverse("webhooks:endpoint", kwargs={"endpoint_id": endpoint.pk}))
         data = {**EndpointSerializer(endpoint).data, "secret": secret}
-        return Response(data, status=status.HTTP_201_CREATED, headers={"Location": location})
+        return response_keep_encrypted(Response(data, status=status.HTTP_201_CREATED, headers={"Location": location}))
 
 
 class EndpointDetailView(APIView):
@@ -122,7 +123,8 @@ class EndpointRotateView(APIView):
         endpoint = endpoint_get(user=request.user, endpoint_id=endpoint_id, access=OWNER)
         secret = endpoint_secret_rotate(endpoint_id=endpoint.pk)
         endpoint.refresh_from_db()
-        return Response({"secret": secret, "previous_secret_until": endpoint.previous_secret_until})
+        return response_keep_encrypted(Response({"secret": secret,
+                                                 "previous_secret_until": endpoint.previous_secret_until}))
 
 
 class EndpointTestView(APIView):

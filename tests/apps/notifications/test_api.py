@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import timedelta
 
 import pytest
@@ -10,6 +11,8 @@ from django.utils import timezone
 
 from apps.core.groups import OPERATORS, VIEWERS
 from apps.core.models import OperatorAction
+from apps.idempotency.models import IdempotencyRecord
+from apps.idempotency.records import record_body
 from apps.notifications.delivery import delivery_attempt
 from apps.notifications.models import Delivery, Endpoint, Message
 from tests.apps.notifications.support import delivery_of, endpoint_for, fan_out
@@ -161,6 +164,21 @@ def test_create_with_an_idempotency_key_runs_once(api_client):
     assert first.status_code == second.status_code == 201
     assert first.json() == second.json()
     assert Endpoint.objects.count() == 1
+
+
+@pytest.mark.parametrize("rotate", [False, True], ids=["create", "rotate"])
+def test_an_answer_holding_a_secret_is_kept_encrypted_by_the_idempotency_record(api_client, settings, rotate):
+    settings.IDEMPOTENCY_ENCRYPT_RESPONSES = False  # the secret's answer is encrypted all the same
+    created = api_client.post(BASE, {"url": "http://127.0.0.1:9/kept"}, format="json",
+                              HTTP_IDEMPOTENCY_KEY="secret-1").json()
+    answer = created
+    if rotate:
+        answer = api_client.post(f"{BASE}{created['id']}/rotate-secret/", HTTP_IDEMPOTENCY_KEY="secret-2").json()
+
+    record = IdempotencyRecord.objects.get(key="secret-2" if rotate else "secret-1")
+    assert record.body_encrypted
+    assert answer["secret"].encode() not in bytes(record.response_body)
+    assert json.loads(record_body(record))["secret"] == answer["secret"]
 
 
 def test_re_enabling_clears_the_reason(api_client, user):
