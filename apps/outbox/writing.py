@@ -33,8 +33,8 @@ from apps.outbox.errors import OutboxError
 from apps.outbox.inserting import NOTIFY_CHANNEL, Row, keys_lock, rows_insert
 from apps.outbox.models import OutboxMessage
 
-__all__ = ["NOTIFY_CHANNEL", "Dispatch", "Event", "enqueue", "enqueue_carrying", "enqueue_many", "lock_keys",
-           "publish", "publish_many"]
+__all__ = ["NOTIFY_CHANNEL", "Dispatch", "Event", "dispatch_check", "enqueue", "enqueue_carrying", "enqueue_many",
+           "lock_keys", "publish", "publish_many"]
 _EVENT, _TASK = OutboxMessage.Kind.EVENT, OutboxMessage.Kind.TASK
 _dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 
@@ -119,23 +119,34 @@ def enqueue_many(dispatches: Iterable[Dispatch]) -> list[OutboxMessage]:
     _check_transaction()
     ambient = _Ambient.capture()
     limit = settings.OUTBOX_MAX_PAYLOAD_BYTES
-    rows = []
-    for dispatch in dispatches:
-        if not isinstance(dispatch, Dispatch):
-            raise OutboxError(f"enqueue_many() takes Dispatch objects, not {type(dispatch).__name__}.")
-        if dispatch.message_id is not None and not isinstance(dispatch.message_id, uuid.UUID):
-            raise OutboxError("message_id must be a uuid.UUID.")
-        context, context_json = ambient.context, ambient.context_json
-        if dispatch.carriers:
-            context = {"carriers": {**context.get("carriers", {}), **dispatch.carriers}}
-            context_json = _serialise_json(context, "Context is")
-        rows.append(_task_row(
-            dispatch.task, args=dispatch.args, kwargs=dispatch.kwargs, key=dispatch.key, queue=dispatch.queue,
-            delay_seconds=_delay_seconds(dispatch.delay), dedup_key=dispatch.dedup_key, limit=limit,
-            headers=ambient.headers_with(None), context=context, context_json=context_json, encrypt=False,
-            holds_key=dispatch.hold_key, message_id=dispatch.message_id,
-        ))
+    rows = [_dispatch_row(dispatch, ambient, limit) for dispatch in dispatches]
     return rows_insert(rows) if rows else []
+
+
+def dispatch_check(dispatch: Dispatch) -> None:
+    """Raise OutboxError if ``enqueue_many`` would refuse ``dispatch``; writes nothing.
+
+    Lets a caller batching many dispatches set aside the one the outbox refuses (e.g. a schedule
+    whose task left the contract) instead of losing the whole batch.
+    """
+    _dispatch_row(dispatch, _Ambient.empty(), settings.OUTBOX_MAX_PAYLOAD_BYTES)
+
+
+def _dispatch_row(dispatch: Dispatch, ambient: _Ambient, limit: int) -> Row:
+    if not isinstance(dispatch, Dispatch):
+        raise OutboxError(f"enqueue_many() takes Dispatch objects, not {type(dispatch).__name__}.")
+    if dispatch.message_id is not None and not isinstance(dispatch.message_id, uuid.UUID):
+        raise OutboxError("message_id must be a uuid.UUID.")
+    context, context_json = ambient.context, ambient.context_json
+    if dispatch.carriers:
+        context = {"carriers": {**context.get("carriers", {}), **dispatch.carriers}}
+        context_json = _serialise_json(context, "Context is")
+    return _task_row(
+        dispatch.task, args=dispatch.args, kwargs=dispatch.kwargs, key=dispatch.key, queue=dispatch.queue,
+        delay_seconds=_delay_seconds(dispatch.delay), dedup_key=dispatch.dedup_key, limit=limit,
+        headers=ambient.headers_with(None), context=context, context_json=context_json, encrypt=False,
+        holds_key=dispatch.hold_key, message_id=dispatch.message_id,
+    )
 
 
 def enqueue_carrying(
@@ -287,6 +298,10 @@ class _Ambient:
         carriers = carriers_capture()
         context = {"carriers": carriers} if carriers else {}
         return cls(headers=headers, context=context, context_json=_serialise_json(context, "Context is"))
+
+    @classmethod
+    def empty(cls) -> _Ambient:
+        return cls(headers={}, context={}, context_json="{}")
 
     def headers_with(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         """A fresh copy of the ambient headers with the caller's own on top (docs/outbox.md lists them)."""
