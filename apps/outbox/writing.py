@@ -296,7 +296,9 @@ class _Ambient:
         if request_id:
             headers["request_id"] = request_id
         carriers = carriers_capture()
-        context = {"carriers": carriers} if carriers else {}
+        if not carriers:
+            return cls(headers=headers, context={}, context_json="{}")
+        context = {"carriers": carriers}
         return cls(headers=headers, context=context, context_json=_serialise_json(context, "Context is"))
 
     @classmethod

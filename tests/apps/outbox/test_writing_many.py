@@ -41,6 +41,7 @@ def test_a_batch_is_written_in_order_with_headers_and_context_per_row():
     for message, row in zip(messages, stored, strict=True):
         assert row.headers == {"message_id": str(row.message_id), "request_id": "req-9", "n": row.headers["n"]}
         assert message.headers == row.headers and message.created_at == row.created_at
+        assert message.get_deferred_fields() == set()  # built from the INSERT, every field present
         assert row.context == {"carriers": {"flags": {"user_id": "7"}}}
     assert len({m.message_id for m in stored}) == 6
 
