@@ -1,4 +1,4 @@
-"""Insert validated outbox rows: key locks, one multi-row INSERT, one relay wake-up per transaction.
+"""Insert validated outbox rows: key locks, the batch's INSERTs in one round trip, one wake-up per transaction.
 
 apps/outbox/writing.py validates and serialises; this module only writes. Every write (``publish``,
 ``enqueue``, their ``_many`` forms, the task failure policy's retries) comes through ``rows_insert``,
