@@ -182,3 +182,18 @@ def test_a_key_lock_released_with_a_rolled_back_savepoint_is_taken_again():
         assert not _holds_lock_of("S")
         publish("t", {}, key="S")
         assert _holds_lock_of("S")
+
+
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "OUTBOX_PREPARED_STATEMENTS-off"])
+def test_the_insert_is_a_prepared_statement_unless_turned_off(settings, prepared):
+    settings.OUTBOX_PREPARED_STATEMENTS = prepared
+    connection.close()  # a fresh session: nothing prepared on it yet
+    with transaction.atomic():
+        publish_many([Event("t", {"n": n}) for n in range(2)])
+        publish("t", {})
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'INSERT INTO outbox%'")
+            [count] = cursor.fetchone()
+
+    assert count == (1 if prepared else 0)
+    assert OutboxMessage.objects.count() == 3
