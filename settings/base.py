@@ -208,6 +208,9 @@ HEARTBEAT_SECONDS = env.integer("HEARTBEAT_SECONDS", 30, minimum=1)
 OUTBOX_EVENTS_EXCHANGE = env.text("OUTBOX_EVENTS_EXCHANGE", "taskplane.events")
 OUTBOX_MAX_PAYLOAD_BYTES = env.integer("OUTBOX_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1)
 OUTBOX_ALLOW_AUTOCOMMIT = env.boolean("OUTBOX_ALLOW_AUTOCOMMIT", False)
+# The outbox's INSERT and lock statements run as server-side prepared statements (docs/outbox.md);
+# turn off behind a transaction-pooling PgBouncer older than 1.21, which cannot route them.
+OUTBOX_PREPARED_STATEMENTS = env.boolean("OUTBOX_PREPARED_STATEMENTS", True)
 OUTBOX_ENCRYPTED_TOPICS = env.csv("OUTBOX_ENCRYPTED_TOPICS", [])
 OUTBOX_BATCH_SIZE = env.integer("OUTBOX_BATCH_SIZE", 1000, minimum=1)
 OUTBOX_MAX_ATTEMPTS = env.integer("OUTBOX_MAX_ATTEMPTS", 10, minimum=1)

@@ -1,10 +1,15 @@
-"""publish() and enqueue(): write messages in the caller's transaction.
+"""publish() and enqueue(), one message or many: validate, then write in the caller's transaction.
 
 A message exists if and only if the caller's transaction commits. On PostgreSQL each write also
 queues a NOTIFY (once per transaction; PostgreSQL delivers it at commit) so a relay wakes at once.
 Row times come from the database clock. ``headers`` are public (they travel with an event to every
 consumer, docs/outbox.md); the ambient context of the registered carriers goes to the internal
 ``context`` column, which only Taskplane's own task messages carry.
+
+``publish_many``/``enqueue_many`` validate every message before writing any (one bad message
+rejects the batch), read the ambient headers and context once, and write the batch with one
+multi-row INSERT; ``publish``/``enqueue`` are batches of one through the same path
+(apps/outbox/inserting.py).
 """
 
 from __future__ import annotations
@@ -12,12 +17,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models.functions import Now
 from opentelemetry import propagate
 
 from apps.core.context_carriers import carriers_capture
@@ -25,19 +30,65 @@ from apps.core.crypto import encrypt_text
 from apps.core.request_context import get_request_id
 from apps.core.task_contract import TASK_QUEUES
 from apps.outbox.errors import OutboxError
+from apps.outbox.inserting import NOTIFY_CHANNEL, Row, keys_lock, rows_insert
 from apps.outbox.models import OutboxMessage
 
-NOTIFY_CHANNEL = "taskplane_outbox"
+__all__ = ["NOTIFY_CHANNEL", "Dispatch", "Event", "dispatch_check", "enqueue", "enqueue_carrying", "enqueue_many",
+           "lock_keys", "publish", "publish_many"]
+_EVENT, _TASK = OutboxMessage.Kind.EVENT, OutboxMessage.Kind.TASK
+_dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An integration event for ``publish_many``: the arguments of ``publish()``."""
+
+    topic: str
+    payload: Any
+    key: str | None = None
+    headers: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A task dispatch for ``enqueue_many``: the arguments of ``enqueue()``.
+
+    ``carriers`` adds (or overrides) carrier values in this row's internal context only, e.g. the
+    schedule fire a row stands for, where ``enqueue()`` would bind a carrier around the call.
+    """
+
+    task: str
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] | None = None
+    key: str | None = None
+    queue: str | None = None
+    delay: timedelta | float | None = None
+    dedup_key: str | None = None
+    hold_key: bool = False
+    message_id: uuid.UUID | None = None
+    carriers: Mapping[str, Any] | None = None
 
 
 def publish(
     topic: str, payload: Any, *, key: str | None = None, headers: Mapping[str, Any] | None = None
 ) -> OutboxMessage:
     """Record an integration event ``topic`` with a JSON ``payload`` in the current transaction."""
-    _check_name(topic, "topic")
-    text = _serialise(payload)
-    return _write(kind=OutboxMessage.Kind.EVENT, name=topic, key=key, queue="", text=text, headers=headers,
-                  encrypt=topic in settings.OUTBOX_ENCRYPTED_TOPICS)
+    return publish_many([Event(topic, payload, key, headers)])[0]
+
+
+def publish_many(events: Iterable[Event]) -> list[OutboxMessage]:
+    """Record several events in the current transaction, in order; all or none (validated first)."""
+    _check_transaction()
+    ambient = _Ambient.capture()
+    encrypted_topics = settings.OUTBOX_ENCRYPTED_TOPICS
+    limit = settings.OUTBOX_MAX_PAYLOAD_BYTES
+    rows = [
+        _row(kind=_EVENT, name=event.topic, key=event.key, queue="", text=_serialise(event.payload, limit),
+             encrypt=event.topic in encrypted_topics, headers=ambient.headers_with(event.headers),
+             context_json=ambient.context_json, context=ambient.context)
+        for event in _checked_events(events)
+    ]
+    return rows_insert(rows) if rows else []
 
 
 def enqueue(
@@ -60,13 +111,42 @@ def enqueue(
     ``message_id`` (the Celery task id) may be chosen by the caller, e.g. to store it in a row written
     before this one, instead of updating that row afterwards; it must be new (unique).
     """
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
-    if seconds < 0:
-        raise OutboxError("delay must not be negative.")
-    if message_id is not None and not isinstance(message_id, uuid.UUID):
+    return enqueue_many([Dispatch(task_name, args, kwargs, key, queue, delay, dedup_key, hold_key, message_id)])[0]
+
+
+def enqueue_many(dispatches: Iterable[Dispatch]) -> list[OutboxMessage]:
+    """Record several task dispatches in the current transaction, in order; all or none (validated first)."""
+    _check_transaction()
+    ambient = _Ambient.capture()
+    limit = settings.OUTBOX_MAX_PAYLOAD_BYTES
+    rows = [_dispatch_row(dispatch, ambient, limit) for dispatch in dispatches]
+    return rows_insert(rows) if rows else []
+
+
+def dispatch_check(dispatch: Dispatch) -> None:
+    """Raise OutboxError if ``enqueue_many`` would refuse ``dispatch``; writes nothing.
+
+    Lets a caller batching many dispatches set aside the one the outbox refuses (e.g. a schedule
+    whose task left the contract) instead of losing the whole batch.
+    """
+    _dispatch_row(dispatch, _Ambient.empty(), settings.OUTBOX_MAX_PAYLOAD_BYTES)
+
+
+def _dispatch_row(dispatch: Dispatch, ambient: _Ambient, limit: int) -> Row:
+    if not isinstance(dispatch, Dispatch):
+        raise OutboxError(f"enqueue_many() takes Dispatch objects, not {type(dispatch).__name__}.")
+    if dispatch.message_id is not None and not isinstance(dispatch.message_id, uuid.UUID):
         raise OutboxError("message_id must be a uuid.UUID.")
-    return _write_task(task_name, args=args, kwargs=kwargs, key=key, queue=queue, delay_seconds=seconds,
-                       dedup_key=dedup_key, hold_key=hold_key, message_id=message_id)
+    context, context_json = ambient.context, ambient.context_json
+    if dispatch.carriers:
+        context = {"carriers": {**context.get("carriers", {}), **dispatch.carriers}}
+        context_json = _serialise_json(context, "Context is")
+    return _task_row(
+        dispatch.task, args=dispatch.args, kwargs=dispatch.kwargs, key=dispatch.key, queue=dispatch.queue,
+        delay_seconds=_delay_seconds(dispatch.delay), dedup_key=dispatch.dedup_key, limit=limit,
+        headers=ambient.headers_with(None), context=context, context_json=context_json, encrypt=False,
+        holds_key=dispatch.hold_key, message_id=dispatch.message_id,
+    )
 
 
 def enqueue_carrying(
@@ -93,12 +173,17 @@ def enqueue_carrying(
     copy of an encrypted payload is never stored in plaintext. ``dead`` writes it dead (kept, not
     relayed); ``error`` is kept as its last error.
     """
-    return _write_task(
+    _check_transaction()
+    context = dict(context)
+    row = _task_row(
         task_name, args=args, kwargs=kwargs, key=key, queue=queue, delay_seconds=delay_seconds, dedup_key=dedup_key,
-        headers={name: value for name, value in headers.items() if name != "message_id"}, context=dict(context),
-        encrypt=encrypt, status=OutboxMessage.Status.DEAD if dead else OutboxMessage.Status.PENDING,
-        attempts=attempts, last_error=error[:2000], ambient_headers=False,
+        limit=settings.OUTBOX_MAX_PAYLOAD_BYTES,
+        headers=_checked_headers({}, {name: value for name, value in headers.items() if name != "message_id"}),
+        context=context, context_json=_serialise_json(context, "Context is"), encrypt=encrypt,
+        status=OutboxMessage.Status.DEAD if dead else OutboxMessage.Status.PENDING, attempts=attempts,
+        last_error=error[:2000],
     )
+    return rows_insert([row])[0]
 
 
 def lock_keys(keys: Iterable[str]) -> None:
@@ -113,30 +198,52 @@ def lock_keys(keys: Iterable[str]) -> None:
         _check_key(key)
     if not connection.in_atomic_block:
         raise OutboxError("lock_keys() must run inside transaction.atomic(): the locks last until it ends.")
-    if connection.vendor != "postgresql" or not keys:
-        return  # SQLite runs one writer at a time (IMMEDIATE transactions): nothing to order
-    with connection.cursor() as cursor:
-        # Ordered by lock id, not by key: distinct keys can share a lock id, and only one order of
-        # the ids themselves rules deadlocks out. The ordered subquery feeds the locks in that order.
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(lock_id) FROM (SELECT DISTINCT hashtextextended(k, 7) AS lock_id "
-            "FROM unnest(%s::text[]) AS k ORDER BY lock_id) AS ordered",
-            [keys],
+    keys_lock(keys)  # remembered for the transaction: its later writes of these keys take no lock again
+
+
+def _check_transaction() -> None:
+    if not connection.in_atomic_block and not settings.OUTBOX_ALLOW_AUTOCOMMIT:
+        raise OutboxError(
+            "publish()/enqueue() must run inside transaction.atomic(), so the message commits with your "
+            "writes (set OUTBOX_ALLOW_AUTOCOMMIT to allow autocommit writes)."
         )
 
 
-def _write_task(task_name: str, *, args: Sequence[Any], kwargs: Mapping[str, Any] | None, key: str | None,
-                queue: str | None, delay_seconds: float, dedup_key: str | None, **options: Any) -> OutboxMessage:
+def _checked_events(events: Iterable[Event]) -> Iterable[Event]:
+    for event in events:
+        if not isinstance(event, Event):
+            raise OutboxError(f"publish_many() takes Event objects, not {type(event).__name__}.")
+        _check_name(event.topic, "topic")
+        yield event
+
+
+def _delay_seconds(delay: timedelta | float | None) -> float:
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
+    if seconds < 0:
+        raise OutboxError("delay must not be negative.")
+    return seconds
+
+
+def _task_row(task_name: str, *, args: Sequence[Any], kwargs: Mapping[str, Any] | None, key: str | None,
+              queue: str | None, delay_seconds: float, dedup_key: str | None, limit: int, **options: Any) -> Row:
     _check_name(task_name, "task name")
     if task_name not in TASK_QUEUES:
         raise OutboxError(f"Unknown task {task_name!r}: it is not listed in apps.core.task_contract.TASK_QUEUES.")
     if dedup_key is not None and (not isinstance(dedup_key, str) or not 0 < len(dedup_key) <= 200):
         raise OutboxError("The dedup_key must be a string of 1 to 200 characters.")
-    text = _serialise({"args": list(args), "kwargs": dict(kwargs or {})})
-    options.setdefault("headers", None)
-    options.setdefault("encrypt", False)
-    return _write(kind=OutboxMessage.Kind.TASK, name=task_name, key=key, queue=queue or TASK_QUEUES[task_name],
-                  text=text, delay_seconds=delay_seconds, dedup_key=dedup_key, **options)
+    text = _serialise({"args": list(args), "kwargs": dict(kwargs or {})}, limit)
+    return _row(kind=_TASK, name=task_name, key=key, queue=queue or TASK_QUEUES[task_name], text=text,
+                delay_seconds=delay_seconds, dedup_key=dedup_key, **options)
+
+
+def _row(*, kind: str, name: str, key: str | None, text: str, encrypt: bool, headers: dict[str, Any],
+         message_id: uuid.UUID | None = None, **fields: Any) -> Row:
+    if key is not None:
+        _check_key(key)
+    message_id = message_id or uuid.uuid4()
+    headers["message_id"] = str(message_id)
+    return Row(message_id=message_id, kind=kind, name=name, key=key, payload=encrypt_text(text) if encrypt else text,
+               encrypted=encrypt, headers=headers, headers_json=_serialise_json(headers, "Headers are"), **fields)
 
 
 def _check_name(value: str, what: str) -> None:
@@ -149,115 +256,55 @@ def _check_key(key: Any) -> None:
         raise OutboxError("The key must be a string of 1 to 200 characters.")
 
 
-def _serialise(payload: Any) -> str:
+def _serialise_json(value: Any, what: str) -> str:
     try:
-        text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+        return _dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise OutboxError(f"{what} not JSON-serialisable: {exc}") from exc
+
+
+def _serialise(payload: Any, limit: int) -> str:
+    try:
+        text = _dumps(payload)
     except (TypeError, ValueError) as exc:
         raise OutboxError(f"Payload is not JSON-serialisable: {exc}") from exc
-    if len(text.encode()) > settings.OUTBOX_MAX_PAYLOAD_BYTES:
-        raise OutboxError(
-            f"Payload is {len(text.encode())} bytes; the limit is {settings.OUTBOX_MAX_PAYLOAD_BYTES} "
-            "(OUTBOX_MAX_PAYLOAD_BYTES)."
-        )
+    if len(text) > limit:  # the encoder escapes non-ASCII (ensure_ascii): characters are bytes
+        raise OutboxError(f"Payload is {len(text)} bytes; the limit is {limit} (OUTBOX_MAX_PAYLOAD_BYTES).")
     return text
 
 
-def _public_headers(extra: Mapping[str, Any] | None, *, ambient: bool = True) -> dict[str, Any]:
-    """The headers docs/outbox.md lists as public: trace context, request id, the caller's own."""
-    headers: dict[str, Any] = {}
-    if ambient:
-        propagate.inject(headers)  # W3C traceparent (and tracestate) of the current span, if any
-        request_id = get_request_id()
-        if request_id:
-            headers["request_id"] = request_id
+def _checked_headers(ambient: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    headers = dict(ambient)
     if extra:
-        try:
-            json.dumps(dict(extra))
-        except (TypeError, ValueError) as exc:
-            raise OutboxError(f"Headers are not JSON-serialisable: {exc}") from exc
         headers.update(extra)
     return headers
 
 
-def _captured_context() -> dict[str, Any]:
-    carriers = carriers_capture()
-    return {"carriers": carriers} if carriers else {}
+@dataclass(frozen=True, slots=True)
+class _Ambient:
+    """The public headers (trace context, request id) and internal context of the current call, read once."""
 
+    headers: dict[str, Any]
+    context: dict[str, Any]
+    context_json: str
 
-def _write(*, kind: str, name: str, key: str | None, queue: str, text: str, headers: Mapping[str, Any] | None,
-           encrypt: bool, delay_seconds: float = 0, dedup_key: str | None = None,
-           context: dict[str, Any] | None = None, status: str = OutboxMessage.Status.PENDING, attempts: int = 0,
-           last_error: str = "", ambient_headers: bool = True, hold_key: bool = False,
-           message_id: uuid.UUID | None = None) -> OutboxMessage:
-    if not connection.in_atomic_block and not settings.OUTBOX_ALLOW_AUTOCOMMIT:
-        raise OutboxError(
-            "publish()/enqueue() must run inside transaction.atomic(), so the message commits with your "
-            "writes (set OUTBOX_ALLOW_AUTOCOMMIT to allow autocommit writes)."
-        )
-    if key is not None:
-        _check_key(key)
-        _lock_key(key)
-    message = OutboxMessage(
-        kind=kind, name=name, key=key, queue=queue, payload=encrypt_text(text) if encrypt else text,
-        encrypted=encrypt, headers=_public_headers(headers, ambient=ambient_headers),
-        context=_captured_context() if context is None else context, dedup_key=dedup_key, status=status,
-        attempts=attempts, last_error=last_error, holds_key=hold_key,
-    )
-    if message_id is not None:
-        message.message_id = message_id
-    message.headers["message_id"] = str(message.message_id)
-    delay = timedelta(seconds=delay_seconds)
-    if delay:
-        message.available_at = Now() + delay  # created_at and available_at default to the database's now()
-    if dedup_key is None:
-        message.save(force_insert=True)
-        if delay:  # what the INSERT stored: both times come from one statement's now(), created_at is returned
-            message.available_at = message.created_at + delay
-    else:
-        message = _insert_once(message)
-    if status == OutboxMessage.Status.PENDING:
-        _wake_relay()
-    return message
+    @classmethod
+    def capture(cls) -> _Ambient:
+        headers: dict[str, Any] = {}
+        propagate.inject(headers)  # W3C traceparent (and tracestate) of the current span, if any
+        request_id = get_request_id()
+        if request_id:
+            headers["request_id"] = request_id
+        carriers = carriers_capture()
+        if not carriers:
+            return cls(headers=headers, context={}, context_json="{}")
+        context = {"carriers": carriers}
+        return cls(headers=headers, context=context, context_json=_serialise_json(context, "Context is"))
 
+    @classmethod
+    def empty(cls) -> _Ambient:
+        return cls(headers={}, context={}, context_json="{}")
 
-def _insert_once(message: OutboxMessage) -> OutboxMessage:
-    """Insert unless a row holds ``message.dedup_key``; return the row that holds it (this one or the other).
-
-    ``ON CONFLICT DO NOTHING`` waits for a concurrent writer of the same key to commit or roll back
-    and never raises, so a duplicate does not break the caller's transaction.
-    """
-    OutboxMessage.objects.bulk_create([message], ignore_conflicts=True)
-    stored = OutboxMessage.objects.filter(dedup_key=message.dedup_key).first()
-    if stored is None:  # only under REPEATABLE READ or SERIALIZABLE: the holder is outside our snapshot
-        raise OutboxError(f"dedup_key {message.dedup_key!r} is held by a row this transaction cannot see.")
-    return stored
-
-
-def _lock_key(key: str) -> None:
-    """Serialise writers of one key, so that per key the id order is the commit order.
-
-    Two transactions writing the same key take this lock in turn; the second allocates its id only
-    after the first committed. The lock is transaction-scoped and released at commit or rollback
-    (re-taking it in the same transaction, e.g. after lock_keys(), returns at once).
-    """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", [key])
-    # SQLite runs one writer at a time (IMMEDIATE transactions), which gives the same guarantee.
-
-
-def _notified_marker() -> None:
-    """on_commit placeholder whose presence means this transaction already queued a NOTIFY."""
-
-
-def _wake_relay() -> None:
-    if connection.vendor != "postgresql":
-        return  # the SQLite relay polls
-    # Django keeps on_commit callbacks per transaction and drops them with a rolled-back savepoint,
-    # exactly the lifetime of a NOTIFY issued inside it, so the marker tells whether one is queued.
-    if connection.in_atomic_block and any(entry[1] is _notified_marker for entry in connection.run_on_commit):
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
-    if connection.in_atomic_block:
-        connection.on_commit(_notified_marker)
+    def headers_with(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        """A fresh copy of the ambient headers with the caller's own on top (docs/outbox.md lists them)."""
+        return _checked_headers(self.headers, extra)

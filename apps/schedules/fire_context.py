@@ -1,36 +1,22 @@
-"""Which schedule fire the task message being written stands for (bound only while a fire is enqueued)."""
+"""Which schedule fire a task message stands for: a value in the message's internal context.
+
+The firing loop writes it into each fire's task row (``Dispatch(carriers=...)``), the task failure
+policy copies it to retry rows, and the worker reads it back to record the fire's state. It rides
+only Taskplane's own task messages, never an outside consumer's envelope.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-
-_fire_id: ContextVar[int | None] = ContextVar("taskplane_schedule_fire", default=None)
+FIRE_CARRIER = "schedules.fire"
 
 
-def capture_fire() -> int | None:
-    """The carrier's capture: the fire id bound by ``enqueuing_fire``, if any."""
-    return _fire_id.get()
-
-
-def restore_fire(value: object) -> None:
-    """The carrier's restore: never bound in a worker, so work a fired task causes is not that fire."""
-    _fire_id.set(None)
-
-
-@contextmanager
-def enqueuing_fire(fire_id: int) -> Iterator[None]:
-    """Bind ``fire_id`` while the fire's task row is written."""
-    token = _fire_id.set(fire_id)
-    try:
-        yield
-    finally:
-        _fire_id.reset(token)
+def fire_carriers(fire_id: int) -> dict[str, int]:
+    """The carrier values that tie a task row to fire ``fire_id``."""
+    return {FIRE_CARRIER: fire_id}
 
 
 def fire_id_of(context: object) -> int | None:
     """The fire id in a message's internal context (``{"carriers": {"schedules.fire": id}}``), or None."""
     carriers = context.get("carriers") if isinstance(context, dict) else None
-    value = carriers.get("schedules.fire") if isinstance(carriers, dict) else None
+    value = carriers.get(FIRE_CARRIER) if isinstance(carriers, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,7 +1,9 @@
 """The firing loop's transaction: claim due schedules, decide and record each occurrence, enqueue, advance.
 
 Claiming (FOR UPDATE SKIP LOCKED on the due index), inserting the fire rows, writing their task rows
-to the outbox and advancing ``next_fire_at`` commit together or not at all. A second beat (or an
+to the outbox and advancing ``next_fire_at`` commit together or not at all. The decisions of a claim
+are written together at its end (apps/schedules/fire_batch.py): one INSERT of the fire rows, one
+``enqueue_many`` of their task rows, one UPDATE of ``next_fire_at``. A second beat (or an
 overlapping tick) skips the locked rows and, once they commit, no longer finds them due; the unique
 ``(schedule, nominal_at)`` stops anything else. Every time comes from the database clock.
 """
@@ -10,20 +12,18 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 
-from apps.outbox import enqueue
 from apps.outbox.errors import OutboxError
+from apps.outbox.writing import Dispatch, dispatch_check
 from apps.schedules import metrics
 from apps.schedules.cadence import Cadence, Occurrence, occurrences
 from apps.schedules.clock import database_now
-from apps.schedules.fire_context import enqueuing_fire
+from apps.schedules.fire_batch import FireBatch
 from apps.schedules.models import Schedule, ScheduleFire
 
 logger = logging.getLogger(__name__)
@@ -49,10 +49,14 @@ class FiringReport:
 
 @dataclass
 class OpenFires:
-    """A schedule's unfinished fires, read under its row lock."""
+    """A schedule's unfinished fires, read under its row lock.
+
+    ``buffered`` holds fire ids, and None for a fire buffered in this claim (its row is written at
+    the claim's end; only the count of those matters until then).
+    """
 
     active: int
-    buffered: list[int]
+    buffered: list[int | None]
 
 
 def schedules_fire_due(*, now: datetime | None = None, batch_size: int | None = None) -> FiringReport:
@@ -67,15 +71,19 @@ def schedules_fire_due(*, now: datetime | None = None, batch_size: int | None = 
         due = list(Schedule.objects.select_for_update(skip_locked=True, of=("self",))
                    .filter(enabled=True, next_fire_at__isnull=False, next_fire_at__lte=at)
                    .order_by("next_fire_at")[: batch_size or settings.SCHEDULES_BATCH_SIZE])
-        advanced = []
         open_fires = open_fires_by_schedule(
             [schedule.pk for schedule in due if schedule.overlap != Schedule.Overlap.ALLOW_ALL], now=at)
+        batch = FireBatch(now=at)
+        advanced = []
         for schedule in due:
-            try:
-                with transaction.atomic():  # one schedule the outbox refuses must not stop the others
-                    advanced.append((schedule.pk, _decide_due(schedule, at, report, open_fires.get(schedule.pk))))
+            try:  # one schedule the outbox refuses must not stop the others
+                dispatch_check(Dispatch(schedule.task, schedule.args, schedule.kwargs, key=schedule.ordering_key))
             except OutboxError as exc:
                 _pause_refused(schedule, exc, at)
+                continue
+            advanced.append((schedule.pk, _decide_due(schedule, at, open_fires.get(schedule.pk), batch)))
+        for fire in batch.write():
+            report.add(fire.state)
         _advance(advanced)
         report.schedules = len(due)
     metrics.TICK_SECONDS.observe(time.perf_counter() - started)
@@ -115,16 +123,15 @@ def _advance(advanced: list[tuple[int, datetime | None]]) -> None:
         )
 
 
-def _decide_due(schedule: Schedule, now: datetime, report: FiringReport,
-                open_fires: OpenFires | None) -> datetime | None:
-    """Decide every due occurrence of ``schedule``; returns its new next_fire_at (written by ``_advance``).
+def _decide_due(schedule: Schedule, now: datetime, open_fires: OpenFires | None, batch: FireBatch) -> datetime | None:
+    """Decide every due occurrence of ``schedule`` into ``batch``; returns its new next_fire_at (see ``_advance``).
 
     ``open_fires`` is None under ``allow_all`` (nothing to wait for, so they were not read).
     """
     cadence = Cadence.of(schedule)
     catchup_from = now - timedelta(seconds=schedule.catchup_window_seconds)
     if open_fires is not None:
-        release_buffered(schedule, open_fires, now=now)
+        release_buffered(schedule, open_fires, batch=batch)
     missed: list[Occurrence] = []
     upcoming = occurrences(cadence, after=schedule.next_fire_at - _MICRO)
     following = None
@@ -136,11 +143,9 @@ def _decide_due(schedule: Schedule, now: datetime, report: FiringReport,
             missed.append(occurrence)
             continue
         decision = Decision.SHIFTED if occurrence.shifted else Decision.FIRED
-        state = fire_record(schedule, nominal_at=occurrence.at, decision=decision, now=now, open_fires=open_fires)
-        report.add(state)
+        fire_decide(schedule, nominal_at=occurrence.at, decision=decision, open_fires=open_fires, batch=batch)
     if missed:
-        _record_missed(schedule, missed, now)
-        report.missed += len(missed)
+        _record_missed(schedule, missed, batch)
     schedule.next_fire_at = following.at if following else None
     return schedule.next_fire_at
 
@@ -167,39 +172,52 @@ def open_fires_by_schedule(schedule_ids: list[int], *, now: datetime) -> dict[in
     return fires
 
 
-def release_buffered(schedule: Schedule, open_fires: OpenFires, *, now: datetime) -> None:
+def release_buffered(schedule: Schedule, open_fires: OpenFires, *, batch: FireBatch) -> None:
     """With nothing active, dispatch the oldest buffered fire (the caller holds the schedule's row lock)."""
     if open_fires.active or not open_fires.buffered:
         return
-    fire = ScheduleFire.objects.get(pk=open_fires.buffered.pop(0))
-    _dispatch(schedule, fire.pk, fire.nominal_at, now)
+    batch.release(schedule, ScheduleFire.objects.get(pk=open_fires.buffered.pop(0)))
     open_fires.active += 1
 
 
-def fire_record(schedule: Schedule, *, nominal_at: datetime, decision: str, now: datetime,
-                open_fires: OpenFires | None, overlap: str | None = None, replace_missed: bool = False) -> str | None:
-    """Record one occurrence under the overlap policy (None: no policy, always enqueue); returns its state.
+def fire_decide(schedule: Schedule, *, nominal_at: datetime, decision: str, open_fires: OpenFires | None,
+                batch: FireBatch, overlap: str | None = None) -> str:
+    """Decide one occurrence under the overlap policy (None: no policy, always enqueue) into ``batch``.
 
-    Returns None when the occurrence already has a row; with ``replace_missed`` (backfill) a row
-    recorded as missed is decided again instead.
+    Returns its state. The row is written by ``batch.write()``; an occurrence that already has a row
+    writes nothing then (in a claim that only happens when run now or a backfill took the instant).
     """
     state = _overlap_state(overlap or schedule.overlap, open_fires)
-    # An enqueued fire is written with its task id (chosen here) in its one INSERT, not updated after.
-    task_id = uuid.uuid4() if state == State.ENQUEUED else None
-    fire_id = _insert_fire(schedule.pk, nominal_at, decision, state, now, task_id=task_id)
-    if fire_id is None and replace_missed:
-        fire_id = _redecide_missed(schedule.pk, nominal_at, decision, state, now)
-        task_id = None  # the re-decided row is marked enqueued by _dispatch
-    if fire_id is None:
-        return None
-    if state == State.ENQUEUED:
-        _dispatch(schedule, fire_id, nominal_at, now, task_id=task_id)
+    batch.record(schedule, nominal_at=nominal_at, decision=decision, state=state)
+    _count_open(open_fires, state, None)
+    return state
+
+
+def _count_open(open_fires: OpenFires | None, state: str, fire_id: int | None) -> None:
     if open_fires is not None:
         if state == State.ENQUEUED:
             open_fires.active += 1
         elif state == State.BUFFERED:
             open_fires.buffered.append(fire_id)
-    metrics.FIRES.labels(schedule.name, state).inc()
+
+
+def fire_record(schedule: Schedule, *, nominal_at: datetime, decision: str, now: datetime,
+                open_fires: OpenFires | None, overlap: str | None = None, replace_missed: bool = False) -> str | None:
+    """Record and write one occurrence at once (run now, backfill); returns its state.
+
+    Returns None when the occurrence already has a row; with ``replace_missed`` (backfill) a row
+    recorded as missed is decided again instead.
+    """
+    batch = FireBatch(now=now)
+    state = _overlap_state(overlap or schedule.overlap, open_fires)
+    batch.record(schedule, nominal_at=nominal_at, decision=decision, state=state)
+    inserted = batch.write()
+    fire_id = inserted[0].fire_id if inserted else None
+    if fire_id is None and replace_missed:
+        fire_id = _redecide_missed(schedule, nominal_at, decision, state, batch)
+    if fire_id is None:
+        return None
+    _count_open(open_fires, state, fire_id)
     return state
 
 
@@ -215,61 +233,24 @@ def _overlap_state(overlap: str, open_fires: OpenFires | None) -> str:
     return State.BUFFERED
 
 
-def _insert_fire(schedule_id: int, nominal_at: datetime, decision: str, state: str, now: datetime, *,
-                 task_id: uuid.UUID | None) -> int | None:
-    # ON CONFLICT DO NOTHING: a duplicate occurrence must not abort the whole claim transaction.
-    table = ScheduleFire._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (schedule_id, nominal_at, decision, state, decided_at, fired_at, task_id, error) "  # noqa: S608
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, '') ON CONFLICT (schedule_id, nominal_at) DO NOTHING RETURNING id",
-            [schedule_id, nominal_at, decision, state, now, now if task_id else None, str(task_id or "")],
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
-
-
-def _redecide_missed(schedule_id: int, nominal_at: datetime, decision: str, state: str, now: datetime) -> int | None:
+def _redecide_missed(schedule: Schedule, nominal_at: datetime, decision: str, state: str,
+                     batch: FireBatch) -> int | None:
     fire = (ScheduleFire.objects.select_for_update()
-            .filter(schedule_id=schedule_id, nominal_at=nominal_at, state=State.MISSED).first())
+            .filter(schedule_id=schedule.pk, nominal_at=nominal_at, state=State.MISSED).first())
     if fire is None:
         return None
-    ScheduleFire.objects.filter(pk=fire.pk, state=State.MISSED).update(decision=decision, state=state, decided_at=now)
+    ScheduleFire.objects.filter(pk=fire.pk, state=State.MISSED).update(decision=decision, state=state,
+                                                                      decided_at=batch.now)
+    if state == State.ENQUEUED:
+        batch.release(schedule, fire)
+        batch.write()
+    metrics.FIRES.labels(schedule.name, state).inc()
     return fire.pk
 
 
-def _dispatch(schedule: Schedule, fire_id: int, nominal_at: datetime, now: datetime, *,
-              task_id: uuid.UUID | None = None) -> None:
-    """Write the fire's task row to the outbox (same transaction as the fire row).
-
-    ``task_id`` is given when the fire row was inserted enqueued with it; otherwise (a buffered or
-    re-decided fire) the row is marked enqueued here.
-    """
-    with enqueuing_fire(fire_id):
-        # No dedup key: the fire row is unique and commits with this row, so there is never a second.
-        message = enqueue(schedule.task, args=schedule.args, kwargs=schedule.kwargs, key=schedule.ordering_key,
-                          delay=_jitter_seconds(schedule, nominal_at), message_id=task_id)
-    if task_id is None:
-        ScheduleFire.objects.filter(pk=fire_id).update(state=State.ENQUEUED, fired_at=now,
-                                                       task_id=str(message.message_id))
-    metrics.LATENESS.observe(max(0.0, (now - nominal_at).total_seconds()))
-
-
-def _jitter_seconds(schedule: Schedule, nominal_at: datetime) -> float:
-    # Stable per occurrence, so a retried claim would pick the same delay; spreads fires over the jitter.
-    if not schedule.jitter_seconds:
-        return 0.0
-    seed = zlib.crc32(f"{schedule.pk}:{nominal_at.isoformat()}".encode())
-    return (seed % (schedule.jitter_seconds * 1000)) / 1000
-
-
-def _record_missed(schedule: Schedule, missed: list[Occurrence], now: datetime) -> None:
-    ScheduleFire.objects.bulk_create(
-        [ScheduleFire(schedule=schedule, nominal_at=occurrence.at, decision=Decision.MISSED, state=State.MISSED,
-                      decided_at=now) for occurrence in missed],
-        ignore_conflicts=True,
-    )
-    metrics.FIRES.labels(schedule.name, State.MISSED).inc(len(missed))
+def _record_missed(schedule: Schedule, missed: list[Occurrence], batch: FireBatch) -> None:
+    for occurrence in missed:
+        batch.record(schedule, nominal_at=occurrence.at, decision=Decision.MISSED, state=State.MISSED)
     metrics.MISSED.labels(schedule.name).inc(len(missed))
     logger.warning("Schedule %s: %d occurrence(s) from %s to %s were older than its catch-up window (%ss); "
                    "recorded as missed", schedule.name, len(missed), missed[0].at.isoformat(),

@@ -22,6 +22,7 @@ from apps.schedules import metrics
 from apps.schedules.cadence import Cadence, next_occurrence, occurrences
 from apps.schedules.clock import database_now
 from apps.schedules.errors import InvalidSchedule
+from apps.schedules.fire_batch import FireBatch
 from apps.schedules.firing import fire_record, open_fires_of, release_buffered
 from apps.schedules.models import Schedule, ScheduleFire
 from apps.schedules.signals import schedules_changed
@@ -163,7 +164,9 @@ def fire_finished(*, fire_id: int, state: str, error: str = "") -> bool:
                 version=schedule.version + 1)
             schedules_changed()
         if state in (State.SUCCEEDED, State.FAILED):
-            release_buffered(schedule, open_fires_of(schedule, now=now), now=now)
+            batch = FireBatch(now=now)
+            release_buffered(schedule, open_fires_of(schedule, now=now), batch=batch)
+            batch.write()
             metrics.FIRES.labels(schedule.name, state).inc()
     return True
 

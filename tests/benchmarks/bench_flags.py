@@ -30,7 +30,7 @@ from tests.benchmarks import harness
 from tests.benchmarks.harness import log
 from tests.helpers import free_port, wait_until
 
-PLAIN, RULES = "bench.plain", "bench.rules"
+PLAIN, RULES, GROUPS = "bench.plain", "bench.rules", "bench.groups"
 WAFFLE_PLAIN, WAFFLE_RULES = "bench_plain", "bench_rules"
 GAUGE = "taskplane_flags_snapshot_version"
 # Falls through the constraint (country) to the 30% rollout, so both rules are evaluated every call.
@@ -88,12 +88,16 @@ def _create_flags() -> None:
         {"kind": "constraint", "constraints": [{"attribute": "country", "operator": "in", "values": ["de", "fr"]}]},
         {"kind": "percentage", "params": {"percentage": 30}},
     ]
-    for key, rules in ((PLAIN, []), (RULES, rollout)):
+    by_group = [{"kind": "groups", "params": {"groups": ["bench-beta"]}}]
+    for key, rules in ((PLAIN, []), (RULES, rollout), (GROUPS, by_group)):
         flag_save(definition={"key": key, "enabled": True, "rules": rules}, actor="bench", reason="benchmark")
     # The same two flags in waffle: on for everyone; on for two languages, else for 30% of requests.
     WaffleFlag.objects.create(name=WAFFLE_PLAIN, everyone=True)
     WaffleFlag.objects.create(name=WAFFLE_RULES, everyone=None, languages="de,fr", percent=30)
-    get_user_model().objects.create_user(username="bench-user", password="not-used")
+    from django.contrib.auth.models import Group
+
+    user = get_user_model().objects.create_user(username="bench-user", password="not-used")
+    user.groups.add(Group.objects.create(name="bench-beta"))
 
 
 def measure_evaluation(args: argparse.Namespace) -> dict[str, float]:
@@ -131,6 +135,39 @@ def measure_evaluation(args: argparse.Namespace) -> dict[str, float]:
         redis_rules = _best_us(lambda: waffle_call(WAFFLE_RULES), args.waffle_redis_calls, args.repeat)
     log(f"waffle (shared Redis cache): {redis_rules:.3f} µs rules ({args.waffle_redis_calls} calls per run)")
     set_context(None)
+    results.update(_first_eval_in_request(args, request.user))
+    results["waffle_first_eval_us"] = waffle_plain
+    return results
+
+
+def _first_eval_in_request(args: argparse.Namespace, user) -> dict[str, float]:
+    """The first evaluation of a fresh request with an authenticated user, through FlagContextMiddleware.
+
+    Each timed call is a new request object (built beforehand, not timed) whose view evaluates one
+    flag: ``first_eval_in_request_us`` a flag without a groups rule, ``first_eval_groups_rule_us`` one
+    with (which reads the user's groups: one query).
+    """
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from apps.flags import is_enabled
+    from apps.flags.context import FlagContextMiddleware
+
+    results = {}
+    for name, key, calls in (("first_eval_in_request_us", PLAIN, args.waffle_calls),
+                             ("first_eval_groups_rule_us", GROUPS, max(1, args.waffle_redis_calls))):
+        middleware = FlagContextMiddleware(lambda request, key=key: HttpResponse(is_enabled(key)))
+        best = float("inf")
+        for _ in range(args.repeat):
+            requests = [RequestFactory().get("/") for _ in range(calls)]
+            for fresh in requests:
+                fresh.user = user
+            started = time.perf_counter()
+            for fresh in requests:
+                middleware(fresh)
+            best = min(best, (time.perf_counter() - started) / calls * 1e6)
+        results[name] = best
+        log(f"{name}: {best:.3f} µs per fresh request ({calls} requests per run)")
     return results
 
 
@@ -236,6 +273,9 @@ def main() -> None:
             "eval_us": round(evaluation["eval_us"], 3),
             "eval_with_rules_us": round(evaluation["eval_with_rules_us"], 3),
             "waffle_eval_us": round(evaluation["waffle_eval_us"], 3),
+            "first_eval_in_request_us": round(evaluation["first_eval_in_request_us"], 3),
+            "first_eval_groups_rule_us": round(evaluation["first_eval_groups_rule_us"], 3),
+            "waffle_first_eval_us": round(evaluation["waffle_first_eval_us"], 3),
             "propagation_ms": round(statistics.median(samples), 1),
             "propagation_no_signal_ms": round(statistics.median(unsignalled), 1),
             "propagation_no_signal_max_ms": round(max(unsignalled), 1),

@@ -1,5 +1,6 @@
-"""Outbox relay benchmark: backlog drain vs a raw psycopg + redis-py loop, commit-to-broker latency,
-and drain speed with a million retained published rows.
+"""Outbox benchmark: writes (publish, publish_many, one event per transaction) vs a raw psycopg insert,
+backlog drain vs a raw psycopg + redis-py loop, commit-to-broker latency, and drain speed with a
+million retained published rows.
 
     make bench-outbox        # or: DJANGO_SETTINGS_MODULE=settings.test python -m tests.benchmarks.bench_outbox
 
@@ -26,6 +27,7 @@ from tests.benchmarks.harness import log
 BACKLOG = 50_000
 KEYS = 50
 PER_TRANSACTION = 1_000
+SINGLE_TX_EVENTS = 5_000
 RETAINED = 1_000_000
 EVENTS_QUEUE = "bench.events"  # bound to the events exchange with "bench.#"
 RAW_LIST = "bench.raw"
@@ -44,6 +46,8 @@ def _arguments() -> argparse.Namespace:
                         help="also cProfile relay_drain() in this process and print the top functions to stderr")
     parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
                         help="first wait up to this long for the 1-minute load average to drop below 1")
+    parser.add_argument("--writes-only", action="store_true", help="measure the write side only (no drains)")
+    parser.add_argument("--write-rounds", type=int, default=3, help="rounds of the write measurements (best kept)")
     parser.add_argument("--keep-database", action="store_true", help="do not drop the scratch database")
     return parser.parse_args()
 
@@ -202,6 +206,32 @@ def _best(runs: dict[int, list[dict]]) -> tuple[int, int]:
     return max(((relays, max(r["eps"] for r in rounds)) for relays, rounds in runs.items()), key=lambda item: item[1])
 
 
+def _writes(bench: Bench, *, rounds: int) -> dict:
+    """The write side, in interleaved rounds (best of each kept); ends with publish()'s rows in the table."""
+    from tests.benchmarks import outbox_writes as writes
+
+    runs: dict[str, list[float]] = {"raw_insert_eps": [], "publish_many_eps": [], "publish_single_tx_eps": [],
+                                    "publish_eps": []}
+    for round_number in range(1, rounds + 1):
+        writes.truncate(bench.admin)
+        runs["raw_insert_eps"].append(writes.raw_insert_eps(bench.scratch.dsn, count=BACKLOG, keys=KEYS,
+                                                            per_transaction=PER_TRANSACTION))
+        writes.truncate(bench.admin)
+        runs["publish_many_eps"].append(writes.publish_many_eps(count=BACKLOG, keys=KEYS,
+                                                                per_transaction=PER_TRANSACTION))
+        writes.truncate(bench.admin)
+        runs["publish_single_tx_eps"].append(writes.publish_single_tx_eps(count=SINGLE_TX_EVENTS, keys=KEYS))
+        writes.truncate(bench.admin)
+        runs["publish_eps"].append(writes.publish_eps(count=BACKLOG, keys=KEYS, per_transaction=PER_TRANSACTION))
+        log(f"writes round {round_number}: " + ", ".join(f"{name}={values[-1]:.0f}" for name, values in runs.items()))
+    best = {name: round(max(values)) for name, values in runs.items()}
+    return {**best, "publish_us": round(1e6 / best["publish_eps"], 1),
+            "publish_many_ratio": round(best["publish_many_eps"] / best["raw_insert_eps"], 3),
+            "writes_runs": {name: [round(value) for value in values] for name, values in runs.items()},
+            "writes": f"{BACKLOG} events over {KEYS} keys, {PER_TRANSACTION} per transaction "
+                      f"(publish_single_tx_eps: {SINGLE_TX_EVENTS} transactions of one); raw = psycopg executemany"}
+
+
 def run(args: argparse.Namespace, scratch: harness.Scratch, logs: Path) -> dict:
     import django
 
@@ -216,10 +246,10 @@ def run(args: argparse.Namespace, scratch: harness.Scratch, logs: Path) -> dict:
     relay_counts = [int(value) for value in args.relays.split(",")]
     result: dict = {"backlog": BACKLOG, "keys": KEYS, "batch_size": settings.OUTBOX_BATCH_SIZE}
 
-    log(f"publishing {BACKLOG} keyed events through publish(), {PER_TRANSACTION} per transaction")
-    result["publish_eps"] = round(backlog.publish_backlog(count=BACKLOG, keys=KEYS, per_transaction=PER_TRANSACTION))
-    log(f"publish(): {result['publish_eps']} events/s")
-    assert backlog.save_template(bench.admin) == BACKLOG
+    result.update(_writes(bench, rounds=args.write_rounds))
+    assert backlog.save_template(bench.admin) == BACKLOG  # the last publish() round's rows
+    if args.writes_only:
+        return result
 
     # Rounds interleave the baseline and the relay runs, so drift on a shared machine hits both alike;
     # each configuration reports its best round.
@@ -303,7 +333,8 @@ def main() -> int:
 
             redis.Redis.from_url(scratch.redis_url).flushdb()
     ordered = {name: result.pop(name) for name in
-               ("drain_eps", "raw_drain_eps", "drain_ratio", "latency_ms", "drain_eps_1m_retained") if name in result}
+               ("publish_us", "publish_many_eps", "publish_single_tx_eps", "raw_insert_eps", "drain_eps",
+                "raw_drain_eps", "drain_ratio", "latency_ms", "drain_eps_1m_retained") if name in result}
     print(json.dumps({**ordered, **result}), flush=True)
     return 0
 

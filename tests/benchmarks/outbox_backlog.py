@@ -1,7 +1,8 @@
 """Backlogs for the outbox benchmark: written through publish(), copied by SQL, retained history, raw baseline.
 
-The first backlog is written through ``apps.outbox.publish`` (the real write path); it is kept in a
-template table so that later runs refill the outbox with the same rows (fresh ids and message ids)
+The first backlog is written through ``apps.outbox.publish`` (the real write path, in
+tests/benchmarks/outbox_writes.py); it is kept in a template table so that later runs refill the
+outbox with the same rows (fresh ids and message ids)
 in a second instead of re-publishing for tens of seconds.
 """
 
@@ -28,20 +29,6 @@ def payload_for(index: int) -> dict:
     """A small, plausible event body (about 110 bytes of JSON)."""
     return {"order_id": 100_000 + index, "customer_id": 5_000 + index % 997, "amount_cents": 1_999 + index % 500,
             "currency": "EUR", "sku": f"SKU-{index % 313:04d}", "quantity": 1 + index % 3}
-
-
-def publish_backlog(*, count: int, keys: int, per_transaction: int) -> float:
-    """Write ``count`` events through publish(), ``per_transaction`` per transaction; returns events/s."""
-    from django.db import transaction
-
-    from apps.outbox import publish
-
-    started = time.perf_counter()
-    for first in range(0, count, per_transaction):
-        with transaction.atomic():
-            for index in range(first, min(count, first + per_transaction)):
-                publish(TOPIC, payload_for(index), key=key_for(index, keys))
-    return count / (time.perf_counter() - started)
 
 
 def save_template(admin: psycopg.Connection) -> int:
