@@ -43,3 +43,8 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 # Breakers, limiters and locks get their own database, emptied by the resilience tests.
 RESILIENCE_REDIS_URL = env.url("TEST_RESILIENCE_REDIS_URL", "redis://127.0.0.1:6379/8", schemes=("redis", "rediss"))
+# The suite's payment provider for child processes (workers): tests/conftest.py starts a stub server on
+# loopback and names it here; unset, the sandbox routes are served as under local settings.
+if env.is_set("TEST_PAYMENTS_URL"):
+    PAYMENTS_URL = env.url("TEST_PAYMENTS_URL", schemes=("http",))
+    PAYMENTS_SANDBOX = False

@@ -51,11 +51,14 @@ def catalog(request):
     return {sku: price for sku, _, price in CATALOG}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def payment_stub():
-    """One payment provider (a real HTTP server on loopback) for the whole session."""
+    """One payment provider (a real HTTP server on loopback) for the whole session; the workers tests start
+    charge it too (TEST_PAYMENTS_URL, read by settings/test.py in child processes)."""
     stub = PaymentStub()
+    os.environ["TEST_PAYMENTS_URL"] = stub.url
     yield stub
+    os.environ.pop("TEST_PAYMENTS_URL", None)
     stub.stop()
 
 
