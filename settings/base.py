@@ -275,12 +275,13 @@ SAGAS_STEP_LOST_SECONDS = env.integer("SAGAS_STEP_LOST_SECONDS", 60, minimum=1)
 
 # --- Orders checkout and payments ----------------------------------------------------------
 # docs/sagas.md, "The checkout saga". The payment provider the orders.checkout saga charges and refunds
-# through. Unset: the sandbox provider this project's web process serves under /sandbox/payments/ (on
-# PORT, loopback), so `make run` works with nothing configured; production requires a real one.
+# through. Unset: the sandbox provider this project's web process serves under /sandbox/payments/, so
+# `make run` works with nothing configured (local.sh names the web's address in PAYMENTS_SANDBOX_URL:
+# honcho gives each process its own PORT); production requires a real one.
 PAYMENTS_URL = env.url("PAYMENTS_URL", "", schemes=("http", "https"))
 PAYMENTS_SANDBOX = not PAYMENTS_URL
 if PAYMENTS_SANDBOX:
-    PAYMENTS_URL = f"http://127.0.0.1:{env.integer('PORT', 8000, minimum=1)}/sandbox/payments"
+    PAYMENTS_URL = env.url("PAYMENTS_SANDBOX_URL", "http://127.0.0.1:8000/sandbox/payments", schemes=("http",))
 PAYMENTS_CURRENCY = env.text("PAYMENTS_CURRENCY", "EUR")
 # Connect and read timeout of one call to the provider; a timeout is a transient failure (retried).
 PAYMENTS_TIMEOUT_SECONDS = env.integer("PAYMENTS_TIMEOUT_MS", 5000, minimum=1) / 1000
