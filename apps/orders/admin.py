@@ -5,7 +5,7 @@ from django.http import HttpRequest
 from apps.core.admin_base import OperatedAdminMixin, ReadOnlyAdmin
 from apps.core.audit import Actor, Via
 from apps.core.errors import TaskplaneError
-from apps.orders.models import Order, Payment, Product, Reservation
+from apps.orders.models import Order, Payment, Product, Reservation, SandboxCharge, SandboxRefund
 from apps.orders.services import order_approve
 
 
@@ -52,3 +52,18 @@ class PaymentAdmin(ReadOnlyAdmin):
 class ProductAdmin(admin.ModelAdmin):
     list_display = ("sku", "name", "price_cents", "stock", "updated_at")
     search_fields = ("sku", "name")
+
+
+@admin.register(SandboxCharge)
+class SandboxChargeAdmin(ReadOnlyAdmin):
+    """What the sandbox payment provider (embedded default) charged or declined."""
+
+    list_display = ("charge_id", "order_id", "amount_cents", "currency", "declined", "created_at")
+    list_filter = ("declined",)
+    search_fields = ("=charge_id", "=idempotency_key")
+
+
+@admin.register(SandboxRefund)
+class SandboxRefundAdmin(ReadOnlyAdmin):
+    list_display = ("refund_id", "charge", "created_at")
+    search_fields = ("=refund_id", "=idempotency_key")

@@ -16,7 +16,8 @@ from apps.orders.emails import ORDER_CANCELLED
 from apps.orders.flags import AUTO_RESERVE
 from apps.orders.models import Order
 from apps.outbox import publish
-from apps.sagas.models import SagaInstance, SagaStepAttempt
+from apps.sagas.models import SagaInstance
+from apps.sagas.selectors import saga_last_failure, saga_waiting_for
 from apps.sagas.services import saga_start
 
 ORDER_PLACED = "order.placed"
@@ -71,15 +72,14 @@ def order_checkout_start(*, event: dict[str, Any]) -> SagaInstance:
 
 def _cancel_reason(instance: SagaInstance) -> str:
     """What made the checkout compensate, from the attempt that failed (or the operator's cancel)."""
-    if instance.state == Saga.CANCELLED:
+    if instance.state == Saga.CANCELLED or instance.cancel_requested:  # resolved by hand after a cancel, too
         return CancelReason.CANCELLED_BY_OPERATOR
-    failed = (SagaStepAttempt.objects.filter(instance=instance, kind__in=["action", "signal"],
-                                             state__in=["failed", "timed_out"]).order_by("-id").first())
-    if failed is None or failed.kind == "signal":
+    failed = saga_last_failure(instance=instance)
+    if failed is not None and failed.kind == "signal":
         return CancelReason.APPROVAL_TIMEOUT
-    if failed.step == "reserve":
+    if failed is not None and failed.step == "reserve":
         return CancelReason.OUT_OF_STOCK
-    if failed.error.startswith("PaymentDeclined:"):  # the engine keeps "<exception class>: <message>"
+    if failed is not None and failed.error.startswith("PaymentDeclined:"):  # the engine keeps "<class>: <message>"
         return CancelReason.PAYMENT_DECLINED
     return CancelReason.PAYMENT_FAILED
 
@@ -102,10 +102,7 @@ def order_approve(*, order_id: int, actor: Actor, reason: str = "") -> Order:
         order = Order.objects.filter(pk=order_id).first()
         if order is None:
             raise NotFound(f"Order {order_id} not found.")
-        waiting = SagaStepAttempt.objects.filter(
-            instance__name=CHECKOUT, instance__key=str(order.pk), instance__state=Saga.RUNNING,
-            kind="signal", state="waiting", signal_topic=APPROVAL_TOPIC).exists()
-        if not waiting:
+        if not saga_waiting_for(name=CHECKOUT, key=str(order.pk), topic=APPROVAL_TOPIC):
             raise Conflict(f"Order {order.pk} is {order.status} and not waiting for approval.")
         publish(APPROVAL_TOPIC, {"approved_by": actor.name}, key=str(order.pk))
         operator_action_record(actor=actor, action="order.approve", target_type="orders.order",

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
 
 from apps.core.audit import Actor
+from apps.core.groups import OPERATORS, VIEWERS
 from apps.core.models import OperatorAction
 from apps.orders.models import Order, Payment, Product, Reservation
+from apps.outbox.models import OutboxMessage
 from apps.sagas.models import SagaStepAttempt
 from apps.sagas.services import saga_cancel
 from apps.sagas.sweeper import saga_sweep
@@ -19,9 +22,11 @@ from tests.apps.orders.checkout_support import (
     stock,
 )
 from tests.apps.sagas.support import run_scheduled
+from tests.authz import staff_member
 
 pytestmark = pytest.mark.django_db
 APPROVAL = "orders.manual-approval"
+ORDERS_CHANGELIST = "/admin/orders/order/"
 
 
 def _keys(stub, path: str) -> list[str]:
@@ -182,3 +187,28 @@ def test_a_refund_failing_twice_is_retried_with_its_own_key(user, payments):
     assert len(keys) == 3 and len(set(keys)) == 1
     assert keys[0] != Payment.objects.get(order=order).idempotency_key
     assert len(payments.refunds()) == 1
+
+
+def _admin(group: str) -> Client:
+    client = Client()
+    client.force_login(staff_member(group.rstrip("s"), group=group))
+    return client
+
+
+def test_operators_approve_in_admin_audited_and_viewers_cannot(user, payments, settings):
+    settings.ORDERS_APPROVAL_THRESHOLD_CENTS = 1
+    waiting, _ = checkout(user, "PEN-1", 1)
+    other = Order.objects.create(owner=user, sku="BOOK-1", quantity=1)  # no checkout waits: refused, a warning
+    action = {"action": "approve", "_selected_action": [waiting.pk, other.pk]}
+
+    _admin(VIEWERS).post(ORDERS_CHANGELIST, action)
+    assert not OperatorAction.objects.filter(action="order.approve").exists()
+
+    response = _admin(OPERATORS).post(ORDERS_CHANGELIST, action, follow=True)
+
+    notes = [str(message) for message in response.context["messages"]]
+    assert "Approved 1 order(s); their checkout goes on." in notes
+    assert any(f"Order {other.pk} is pending and not waiting for approval" in note for note in notes)
+    audit = OperatorAction.objects.get(action="order.approve")
+    assert (audit.target_id, audit.via, audit.actor) == (str(waiting.pk), "admin", "operator")
+    assert OutboxMessage.objects.filter(name=APPROVAL, key=str(waiting.pk)).count() == 1
