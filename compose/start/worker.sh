@@ -13,7 +13,9 @@ fi
 
 # WORKER_QUEUES (comma-separated) limits the queues, e.g. "outbox" for a dedicated relay worker.
 # CELERY_LOG_LEVEL, when set, overrides LOG_LEVEL for this process (Celery's --loglevel).
+# Arguments pass on to `celery worker`, e.g. --disable-prefetch (platform/k8s, Redis broker only).
 exec celery -A workers worker \
   ${CELERY_LOG_LEVEL:+--loglevel "$CELERY_LOG_LEVEL"} \
   --concurrency "${WORKER_CONCURRENCY:-2}" \
-  ${WORKER_QUEUES:+--queues "$WORKER_QUEUES"}
+  ${WORKER_QUEUES:+--queues "$WORKER_QUEUES"} \
+  "$@"

@@ -31,7 +31,7 @@ from tests.reliability.support import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TOPIC = "reliability.tick"
-EVENTS = 20_000
+EVENTS = 10_000  # at WRITE_RATE: the four kills land while writers still write
 KEYS = [f"key-{n:02d}" for n in range(50)]
 BATCH_SIZE = 500
 WRITERS = 2
