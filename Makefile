@@ -13,7 +13,8 @@ DEPLOY_CHECK_ENV := \
 	REDIS_URL=redis://127.0.0.1:6379/1 \
 	FERNET_KEYS=ZGVwbG95LWNoZWNrLW9ubHktbm90LWEtc2VjcmV0ISE= \
 	METRICS_TOKEN=deploy-check-only \
-	EMAIL_URL=smtp+tls://deploy:check-only@smtp.example.com:587
+	EMAIL_URL=smtp+tls://deploy:check-only@smtp.example.com:587 \
+	PAYMENTS_URL=https://payments.example.com/v1
 
 .PHONY: run test lint check-migrations check-deploy venv clean
 

@@ -277,6 +277,28 @@ SAGAS_SWEEP_SECONDS = env.integer("SAGAS_SWEEP_SECONDS", 5, minimum=1)
 SAGAS_COMPENSATION_MAX_ATTEMPTS = env.integer("SAGAS_COMPENSATION_MAX_ATTEMPTS", 10, minimum=1)
 SAGAS_STEP_LOST_SECONDS = env.integer("SAGAS_STEP_LOST_SECONDS", 60, minimum=1)
 
+# --- Orders checkout and payments ----------------------------------------------------------
+# docs/sagas.md, "The checkout saga". The payment provider the orders.checkout saga charges and refunds
+# through. Unset: the sandbox provider this project's web process serves under /sandbox/payments/, so
+# `make run` works with nothing configured (local.sh names the web's address in PAYMENTS_SANDBOX_URL:
+# honcho gives each process its own PORT); production requires a real one.
+PAYMENTS_URL = env.url("PAYMENTS_URL", "", schemes=("http", "https"))
+PAYMENTS_SANDBOX = not PAYMENTS_URL
+if PAYMENTS_SANDBOX:
+    PAYMENTS_URL = env.url("PAYMENTS_SANDBOX_URL", "http://127.0.0.1:8000/sandbox/payments", schemes=("http",))
+PAYMENTS_CURRENCY = env.text("PAYMENTS_CURRENCY", "EUR")
+# Connect and read timeout of one call to the provider; a timeout is a transient failure (retried).
+PAYMENTS_TIMEOUT_SECONDS = env.integer("PAYMENTS_TIMEOUT_MS", 5000, minimum=1) / 1000
+# Charge attempts (transient failures: 5xx, 429, timeouts, an open breaker) before the order is
+# cancelled with payment_failed, and the first retry's backoff (full jitter, doubling, capped at 60 s).
+PAYMENTS_CHARGE_MAX_ATTEMPTS = env.integer("PAYMENTS_CHARGE_MAX_ATTEMPTS", 5, minimum=1)
+PAYMENTS_RETRY_BASE_SECONDS = env.integer("PAYMENTS_RETRY_BASE_MS", 1000, minimum=1) / 1000
+# Orders that need an operator's approval (`manage.py order approve ID`) wait this long, then are
+# cancelled (approval_timeout). An order needs it when `orders.auto-reserve` is off for its owner, or
+# when its amount is at least ORDERS_APPROVAL_THRESHOLD_CENTS (0: no threshold).
+ORDERS_APPROVAL_TIMEOUT_SECONDS = env.integer("ORDERS_APPROVAL_TIMEOUT_SECONDS", 24 * 3600, minimum=1)
+ORDERS_APPROVAL_THRESHOLD_CENTS = env.integer("ORDERS_APPROVAL_THRESHOLD_CENTS", 0, minimum=0)
+
 # --- Admin bootstrap (used by `manage.py ensure_admin`) ---------------------------------------
 ADMIN_USERNAME = env.text("DJANGO_SUPERUSER_USERNAME", "admin")
 ADMIN_EMAIL = env.text("DJANGO_SUPERUSER_EMAIL", "admin@example.com")

@@ -26,6 +26,10 @@ FERNET_KEYS = env.fernet_keys("FERNET_KEYS")
 # Where mail goes: required, so a deployment never silently prints mail to a console.
 globals().update(email_connection(env.email("EMAIL_URL")))
 
+# The payment provider of the checkout saga: required (the sandbox provider is never served here).
+PAYMENTS_URL = env.url("PAYMENTS_URL", schemes=("https", "http"))
+PAYMENTS_SANDBOX = False
+
 # Hardening. TLS usually ends at a proxy or ingress: set USE_X_FORWARDED_PROTO=true only when that
 # proxy overwrites X-Forwarded-Proto, otherwise a client could claim HTTPS.
 if env.boolean("USE_X_FORWARDED_PROTO", False):

@@ -47,3 +47,9 @@ RESILIENCE_REDIS_URL = env.url("TEST_RESILIENCE_REDIS_URL", "redis://127.0.0.1:6
 # Webhook receivers on this machine (loopback, plain http) are allowed here; the variables still win.
 WEBHOOKS_ALLOW_PRIVATE_HOSTS = env.boolean("WEBHOOKS_ALLOW_PRIVATE_HOSTS", True)
 WEBHOOKS_ALLOW_HTTP = env.boolean("WEBHOOKS_ALLOW_HTTP", True)
+
+# The suite's payment provider for child processes (workers): tests/conftest.py starts a stub server on
+# loopback and names it here; unset, the sandbox routes are served as under local settings.
+if env.is_set("TEST_PAYMENTS_URL"):
+    PAYMENTS_URL = env.url("TEST_PAYMENTS_URL", schemes=("http",))
+    PAYMENTS_SANDBOX = False

@@ -1,5 +1,6 @@
 """URL wiring: admin, API, schema/docs, health probes and metrics."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import include, path, register_converter
@@ -40,3 +41,8 @@ urlpatterns = [
     path("health/live", health.live, name="health-live"),
     path("metrics", metrics, name="metrics"),
 ]
+
+if settings.PAYMENTS_SANDBOX:
+    # The sandbox payment provider the checkout saga charges while PAYMENTS_URL is unset; production
+    # settings require PAYMENTS_URL, so it is never served there.
+    urlpatterns.append(path("sandbox/payments/", include("apps.orders.sandbox_urls")))

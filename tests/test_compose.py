@@ -21,6 +21,7 @@ PLATFORM_DIR = ROOT / "platform"
 DUMMY_SECRETS = {
     "SECRET_KEY": "compose-config-test-only-not-a-secret-0123456789abcdefghij",
     "FERNET_KEYS": "compose-config-test-only-not-a-key",
+    "PAYMENTS_URL": "https://payments.example.com/v1",
 }
 
 

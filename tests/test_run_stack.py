@@ -5,7 +5,9 @@ issue 15 §0: with no configuration `make run` was green on /health/ while every
 because the README exported the URLs for `make run` only. These tests follow the README as a new user
 would: configuration in a .env file (nothing in the environment), `make run`, the README's own
 `KEY=$(… create_api_key …)` line, an order POSTed with an Idempotency-Key that must leave `pending`,
-and the same key replayed. Both on the embedded default and on PostgreSQL + Redis.
+and the same key replayed. Both on the embedded default and on PostgreSQL + Redis. The order must be
+`confirmed` by the checkout saga (the sandbox payment provider of the web process), and a GIFT-13 order,
+whose amount the sandbox declines, `cancelled` with `payment_declined`.
 """
 
 import re
@@ -68,17 +70,18 @@ def _healthy(base):
     return response.status_code == 200 and response.json()
 
 
-def _place_order(base, key, idempotency_key):
+def _place_order(base, key, idempotency_key, sku="BOOK-1", quantity=2):
     # The README's curl: Bearer key, JSON body, an Idempotency-Key.
     return requests.post(
-        f"{base}/api/orders/", json={"sku": "BOOK-1", "quantity": 2}, timeout=30,
+        f"{base}/api/orders/", json={"sku": sku, "quantity": quantity}, timeout=30,
         headers={"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key},
     )
 
 
-def _unless_pending(base, key, order_id):
+def _once_final(base, key, order_id):
+    """The order once its checkout ended (confirmed or cancelled), else None."""
     body = requests.get(f"{base}/api/orders/{order_id}/", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
-    return None if body["status"] == "pending" else body
+    return body if body["status"] in ("confirmed", "cancelled") else None
 
 
 @pytest.mark.parametrize("services", ["embedded", "postgres+redis"])
@@ -106,15 +109,26 @@ def test_readme_main_job_on_the_make_run_stack(services, tmp_path, request):
         assert first.status_code == 201, first.text
         order = first.json()
         assert order["status"] == "pending"
-        placed = wait_until(lambda: _unless_pending(base, key, order["id"]), timeout=60, interval=0.5,
-                            message=f"order {order['id']} to leave pending (log {log_path})")
-        assert placed["status"] == "reserved"
+        # The checkout saga on the worker: reserve, charge (the sandbox provider in the web process), confirm.
+        placed = wait_until(lambda: _once_final(base, key, order["id"]), timeout=90, interval=0.5,
+                            message=f"order {order['id']} to be checked out (log {log_path})")
+        assert (placed["status"], placed["cancel_reason"]) == ("confirmed", ""), placed
+        # The seeded GIFT-13 costs 13.13: the sandbox declines it, the stock goes back.
+        gift = _place_order(base, key, "6f1c2b", sku="GIFT-13", quantity=1)
+        assert gift.status_code == 201, gift.text
+        declined = wait_until(lambda: _once_final(base, key, gift.json()["id"]), timeout=90, interval=0.5,
+                              message=f"the GIFT-13 order to be checked out (log {log_path})")
+        assert (declined["status"], declined["cancel_reason"]) == ("cancelled", "payment_declined"), declined
 
         replay = _place_order(base, key, "6f1c2a")
         assert replay.status_code == 201 and replay.headers.get("Idempotent-Replayed") == "true", replay.text
         assert replay.json() == order, "the replay is the first response, not a second order"
         orders = requests.get(f"{base}/api/orders/", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
-        assert [row["id"] for row in orders["results"]] == [order["id"]]
+        assert [row["id"] for row in orders["results"]] == [gift.json()["id"], order["id"]]
+        products = requests.get(f"{base}/api/products/", headers={"Authorization": f"Bearer {key}"},
+                                timeout=10).json()
+        stock = {row["sku"]: row["stock"] for row in products["results"]}
+        assert stock == {"BOOK-1": 98, "GIFT-13": 100, "PEN-1": 100}, stock
 
         admin = requests.get(f"{base}/admin/login/", timeout=10)
         assert admin.status_code == 200 and "Django" in admin.text

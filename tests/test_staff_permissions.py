@@ -45,7 +45,7 @@ ENDPOINTS = [
     Endpoint("outbox retry", "post", "/api/outbox/messages/{dead}/retry/", ("outbox.change_outboxmessage",)),
     Endpoint("outbox discard", "post", "/api/outbox/messages/{pending}/discard/", ("outbox.change_outboxmessage",)),
     Endpoint("outbox re-drive", "post", "/api/outbox/messages/{published}/redrive/",
-             ("outbox.change_outboxmessage",), body={"subscriber": "orders.reserve_stock", "reason": "flag back on"}),
+             ("outbox.change_outboxmessage",), body={"subscriber": "orders.start_checkout", "reason": "flag back on"}),
     Endpoint("flag list", "get", "/api/flags/", ("flags.view_flag",), reads=True),
     Endpoint("flag detail", "get", "/api/flags/beta/", ("flags.view_flag",), reads=True),
     Endpoint("flag create or replace", "post", "/api/flags/", ("flags.add_flag", "flags.change_flag"),

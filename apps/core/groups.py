@@ -50,6 +50,12 @@ OPERATOR_OVERRIDES: dict[str, tuple[str, ...]] = {
     "sagas.sagainstance": OPERATOR_ACTIONS,
     "sagas.sagastepattempt": VIEWER_ACTIONS,
     "sagas.sagasignal": VIEWER_ACTIONS,
+    # Orders: change on an order is also admin's Approve action (audited). Reservations and payments are
+    # written by the checkout saga; the sandbox provider's tables by its views only.
+    "orders.reservation": VIEWER_ACTIONS,
+    "orders.payment": VIEWER_ACTIONS,
+    "orders.sandboxcharge": VIEWER_ACTIONS,
+    "orders.sandboxrefund": VIEWER_ACTIONS,
     # Emails: change is admin's "Retry failed" action (audited); rows are written by notify_email only.
     "emails.email": OPERATOR_ACTIONS,
     # Webhooks: change on an endpoint is enable/disable, test and recover (API and admin, audited); on a

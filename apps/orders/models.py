@@ -53,13 +53,69 @@ class Order(models.Model):
 
 
 class Reservation(models.Model):
-    """Stock reserved for an order, recorded by the order.placed subscriber."""
+    """Stock reserved for an order by the checkout saga's reserve step; released by its compensation."""
 
     order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="reservation")
     sku = models.CharField(max_length=64)
     quantity = models.PositiveIntegerField()
     event_id = models.UUIDField(help_text="The order.placed event that caused it.")
     reserved_at = models.DateTimeField(auto_now_add=True)
+    # Set when the checkout compensated: the stock went back to the product (once: only while null).
+    released_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"Reservation for order {self.order_id}"
+
+
+class Payment(models.Model):
+    """The order's charge at the payment provider, as the checkout saga's charge step and refund saw it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # recorded before the first charge request; not charged as far as we know
+        CHARGED = "charged"
+        DECLINED = "declined"
+        REFUNDED = "refunded"
+
+    order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="payment")
+    amount_cents = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # The saga step's stable key, sent as the provider's Idempotency-Key: a retried charge is the same charge.
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    provider_charge_id = models.CharField(max_length=200, blank=True)
+    # A charge request timed out or lost its connection: the provider may have charged. The refund then
+    # asks again with the same key (the provider answers with that charge, or a decline) before refunding.
+    uncertain = models.BooleanField(default=False)
+    provider_refund_id = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Payment for order {self.order_id} ({self.status})"
+
+
+class SandboxCharge(models.Model):
+    """A charge the sandbox payment provider made (embedded default only); one per Idempotency-Key."""
+
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    charge_id = models.CharField(max_length=64, unique=True)
+    order_id = models.BigIntegerField()
+    amount_cents = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3)
+    declined = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Sandbox charge {self.charge_id}"
+
+
+class SandboxRefund(models.Model):
+    """A refund the sandbox payment provider made; one per Idempotency-Key and at most one per charge."""
+
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    refund_id = models.CharField(max_length=64, unique=True)
+    charge = models.OneToOneField(SandboxCharge, on_delete=models.CASCADE, related_name="refund")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Sandbox refund {self.refund_id}"

@@ -99,6 +99,10 @@ class SagaDefinition:
     steps: tuple[Step, ...]
     deadline_seconds: float | None = None
     declared_in: str = field(default="", compare=False)
+    # Called with the instance in the transaction that ends it (completed, compensated, cancelled,
+    # compensation_failed, or resolved by an operator): the owning app's bookkeeping (an order's status)
+    # commits with the saga's end. Database work only; it must not raise.
+    on_end: Callable[[Any], None] | None = field(default=None, compare=False)
 
     @property
     def step_names(self) -> list[str]:
@@ -115,7 +119,8 @@ class SagaDefinition:
         return next((step for step in self.steps if step.name == name), None)
 
 
-def saga(name: str, *, steps: list[Step] | tuple[Step, ...], deadline_seconds: float | None = None) -> SagaDefinition:
+def saga(name: str, *, steps: list[Step] | tuple[Step, ...], deadline_seconds: float | None = None,
+         on_end: Callable[[Any], None] | None = None) -> SagaDefinition:
     """Declare a saga (in an app's sagas.py); returns its definition."""
     if not name or len(name) > 200:
         raise ValueError("A saga name must be 1 to 200 characters")
@@ -127,7 +132,7 @@ def saga(name: str, *, steps: list[Step] | tuple[Step, ...], deadline_seconds: f
     if sum(step.pivot for step in steps) > 1:
         raise ValueError(f"Saga {name!r}: at most one step can be the pivot")
     caller = inspect.currentframe().f_back
-    definition = SagaDefinition(name=name, steps=tuple(steps), deadline_seconds=deadline_seconds,
+    definition = SagaDefinition(name=name, steps=tuple(steps), deadline_seconds=deadline_seconds, on_end=on_end,
                                 declared_in=caller.f_globals.get("__name__", "") if caller else "")
     existing = _declared.get(name)
     if existing is not None and existing.declared_in != definition.declared_in:

@@ -128,9 +128,17 @@ def finish(instance: SagaInstance, state: str, **changes: Any) -> None:
     """End the instance in ``state`` (terminal, or compensation_failed waiting for an operator)."""
     changes = {name: value for name, value in changes.items() if name not in ("state", "finished_at")}
     save_instance(instance, state=state, finished_at=Now(), **changes)
+    notify_end(instance)
     metrics.count_ending(instance.name, state)
     log = logger.warning if state == Saga.COMPENSATION_FAILED else logger.info
     log("Saga %s %s %s", instance.name, instance.pk, state, extra=log_extra(instance, outcome=state))
+
+
+def notify_end(instance: SagaInstance) -> None:
+    """Run the saga's ``on_end`` hook (if declared) in the transaction that ended the instance."""
+    definition = saga_definition(instance.name)
+    if definition is not None and definition.on_end is not None:
+        definition.on_end(instance)
 
 
 def cancel_open_attempts(instance: SagaInstance) -> int:

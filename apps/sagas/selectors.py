@@ -59,3 +59,17 @@ def saga_definition_status(instance: SagaInstance) -> dict[str, Any]:
     return {"current": definition.definition_hash == instance.definition_hash,
             "missing_steps": [name for name in instance.definition_steps if definition.step_named(name) is None],
             "declared": True}
+
+
+def saga_waiting_for(*, name: str, key: str, topic: str) -> bool:
+    """True while the running instance of (name, key) waits for a signal of ``topic``."""
+    return SagaStepAttempt.objects.filter(
+        instance__name=name, instance__key=key, instance__state=SagaInstance.State.RUNNING,
+        kind=SagaStepAttempt.Kind.SIGNAL, state=SagaStepAttempt.State.WAITING, signal_topic=topic).exists()
+
+
+def saga_last_failure(*, instance: SagaInstance) -> SagaStepAttempt | None:
+    """The last action or signal attempt that failed or timed out: what made the instance compensate."""
+    return (SagaStepAttempt.objects.filter(
+        instance=instance, kind__in=[SagaStepAttempt.Kind.ACTION, SagaStepAttempt.Kind.SIGNAL],
+        state__in=[SagaStepAttempt.State.FAILED, SagaStepAttempt.State.TIMED_OUT]).order_by("-id").first())

@@ -22,6 +22,7 @@ from apps.sagas.flow import (
     begin_compensation,
     code_step,
     log_extra,
+    notify_end,
     open_attempt,
     save_instance,
     with_cas_retries,
@@ -146,6 +147,7 @@ def saga_resolve(*, saga_id: Any, actor: Actor, note: str) -> SagaInstance:
         if instance.state != Saga.COMPENSATION_FAILED:
             raise Conflict(f"Saga {instance.pk} is {instance.state}: only compensation_failed sagas are resolved.")
         save_instance(instance, state=Saga.COMPENSATED, resolution_note=note.strip(), finished_at=Now())
+        notify_end(instance)
         _audit(instance, actor=actor, action="saga.resolve", reason=note.strip())
         return instance
 

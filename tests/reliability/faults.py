@@ -62,11 +62,11 @@ def kill_relay_child(stack: Stack, load: OrderLoad) -> str:
     return f"relay pool child {victim} killed"
 
 
-def kill_subscriber_child(stack: Stack, load: OrderLoad) -> str:
-    """A pool child dies inside a subscriber's transaction (inbox row written, reservation not committed)."""
+def kill_saga_step_child(stack: Stack, load: OrderLoad) -> str:
+    """A pool child dies inside a checkout step's transaction (reservation written, step result not committed)."""
     with caught_writing(stack, Reservation._meta.db_table, stack.worker) as caught:
         os.kill(caught[0], signal.SIGKILL)
-    return f"subscriber pool child {caught[0]} killed mid-delivery"
+    return f"saga step pool child {caught[0]} killed mid-step"
 
 
 def kill_worker_group(stack: Stack, load: OrderLoad) -> str:
@@ -90,7 +90,7 @@ KILLS: dict[str, Callable[[Stack, OrderLoad], str]] = {
     "gunicorn-worker": kill_gunicorn_worker,
     "web-master": kill_web_master,
     "relay-child": kill_relay_child,
-    "subscriber-child": kill_subscriber_child,
+    "saga-step-child": kill_saga_step_child,
     "worker-group": kill_worker_group,
     "beat": kill_beat,
 }

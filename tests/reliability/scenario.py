@@ -10,7 +10,16 @@ from pathlib import Path
 
 from apps.outbox.models import OutboxMessage
 from tests.helpers import wait_until
-from tests.reliability.invariants import ORDER_PLACED, check_orders, check_replays, load_summary, settle
+from tests.payment_stub import PaymentStub
+from tests.reliability.invariants import (
+    ORDER_PLACED,
+    check_charges,
+    check_orders,
+    check_replays,
+    load_summary,
+    seed_products,
+    settle,
+)
 from tests.reliability.load import OrderLoad
 from tests.reliability.observer import check_events, read_writer_log
 from tests.reliability.stack import Stack, StackDatabase
@@ -21,13 +30,13 @@ Fault = Callable[[OrderLoad], str]
 
 
 @contextmanager
-def running_stack(directory: Path, template: StackDatabase, name: str, *, broker_url: str | None = None,
-                  **env: str) -> Iterator[Stack]:
+def running_stack(directory: Path, template: StackDatabase, name: str, *, payments: PaymentStub,
+                  broker_url: str | None = None, **env: str) -> Iterator[Stack]:
     """A stack on a fresh copy of the template database, with a private Redis (the broker unless one is given)."""
     with private_redis(directory) as redis_server:
         database = template.clone(name)
         stack = Stack(directory, database=database, broker_url=broker_url or redis_server.url,
-                      redis_url=f"redis://127.0.0.1:{redis_server.port}/1", **env)
+                      redis_url=f"redis://127.0.0.1:{redis_server.port}/1", payments=payments, **env)
         try:
             stack.start()
             yield stack
@@ -40,6 +49,8 @@ def run_orders_under_faults(stack: Stack, *, prefix: str, faults: list[Fault], o
     """Place orders while ``faults`` strike one after another, with ``orders_between`` orders answered before each
     fault and after the last one; assert every invariant once the system has settled and print a one-line
     summary. Returns the clients' record."""
+    with stack.database.connect() as conn:
+        seed_products(conn, prefix)
     started = time.monotonic()
     writer, written = stack.keyed_writer(prefix)
     writer.start()
@@ -59,6 +70,7 @@ def run_orders_under_faults(stack: Stack, *, prefix: str, faults: list[Fault], o
     settled = time.monotonic() - started
     with stack.database.connect() as conn:
         violations = check_orders(conn, load)
+        violations.merge(check_charges(conn, load, stack.payments))
         order_events = {message_id for (message_id,) in conn.execute(
             f"SELECT message_id::text FROM {OutboxMessage._meta.db_table} WHERE kind = 'event' AND name = %s "
             "AND payload LIKE %s", [ORDER_PLACED, f"%{prefix}-%"])}

@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from tests.helpers import free_port, group_alive, stop_process_group, wait_until
+from tests.payment_stub import PaymentStub
 from tests.processes import ROOT, process_env
 from tests.reliability.observer import EventObserver
 from tests.reliability.private_services import PrivatePostgres
@@ -33,6 +34,7 @@ STACK_ENV = {
     "CELERY_VISIBILITY_TIMEOUT": "15",
     "TEST_UNACKED_RESTORE_SECONDS": "1",
     "HEARTBEAT_SECONDS": "5",
+    "SAGAS_STEP_LOST_SECONDS": "20",
 }
 WORKER_CONCURRENCY = 3  # one pool child serves the relay, the others run subscribers and the rest
 ADMIN_PASSWORD = "fault-injection-only"  # a throwaway account in a throwaway database
@@ -163,13 +165,15 @@ def _logged(text: bytes) -> Callable[[Service], bool]:
 
 
 class Stack:
-    """gunicorn (2 workers × 4 threads, like `make run`), one `celery worker` on every queue, and `celery beat`."""
+    """gunicorn (2 workers × 4 threads, like `make run`), one `celery worker` on every queue, and `celery beat`;
+    checkouts charge ``payments`` (a provider outside the stack, which its faults never touch)."""
 
     def __init__(self, directory: Path, *, database: StackDatabase, broker_url: str, redis_url: str,
-                 **extra_env: str) -> None:
-        self.directory, self.database, self.broker_url = directory, database, broker_url
+                 payments: PaymentStub, **extra_env: str) -> None:
+        self.directory, self.database, self.broker_url, self.payments = directory, database, broker_url, payments
         self.port = free_port()
-        env = stack_process_env(database_url=database.url, broker_url=broker_url, redis_url=redis_url, **extra_env)
+        env = stack_process_env(database_url=database.url, broker_url=broker_url, redis_url=redis_url,
+                                TEST_PAYMENTS_URL=payments.url, **extra_env)
         python = sys.executable
         self.web = Service("web", [
             python, "-m", "gunicorn", "settings.wsgi", "--config", "compose/gunicorn.conf.py",

@@ -1,8 +1,9 @@
 """issue 15 §3: PostgreSQL stops and starts again while orders flow (a private cluster: never the shared one).
 
-The stop strikes while a subscriber is inside its transaction, and lasts until the clients have met it; orders,
+The stop strikes while a checkout step is inside its transaction, and lasts until the clients have met it; orders,
 keyed events and deliveries keep coming, queued in the broker, while the database is down. Once the system
-settles: every order answered 2xx exists once for its key and is reserved exactly once by its own event,
+settles: every order answered 2xx exists once for its key and is checked out exactly once (tests/reliability/
+invariants.py: its saga completed, reserved by its own event, charged once, confirmed),
 nothing committed is missing or dead-lettered, and each key's events reached the exchange in order.
 """
 
@@ -21,8 +22,9 @@ FAILED_ATTEMPTS_WHILE_DOWN = 10
 
 
 @pytest.fixture(scope="module")
-def stack(stack_template, tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("pgrestart"), stack_template, "pgrestart") as stack:
+def stack(stack_template, payment_stub, tmp_path_factory):
+    with running_stack(tmp_path_factory.mktemp("pgrestart"), stack_template, "pgrestart",
+                       payments=payment_stub) as stack:
         yield stack
 
 

@@ -1,10 +1,11 @@
 """issue 15 §3: RabbitMQ stops and starts again while orders flow, with the workers and the relay on RabbitMQ
 (a private node: never the shared one).
 
-Requests never talk to the broker, so every POST succeeds on its first attempt during the outage; the events wait
-in PostgreSQL and the relay retries. Once the node is back and the system settles: every order is reserved
-exactly once by its own event, nothing is dead-lettered, no event was charged an attempt by the outage (so the
-low OUTBOX_MAX_ATTEMPTS of these stacks would have shown it), and each key reached the exchange in order.
+Requests never talk to the broker, so every POST succeeds on its first attempt during the outage; the events wait in
+PostgreSQL and the relay retries. Once the node is back and the system settles: every order is checked out exactly
+once (saga completed, reserved by its own event, charged once, confirmed), nothing is dead-lettered, no event was
+charged an attempt by the outage (so the low OUTBOX_MAX_ATTEMPTS of these stacks would have shown it), and each key
+reached the exchange in order.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def rabbitmq(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def stack(stack_template, rabbitmq, tmp_path_factory):
+def stack(stack_template, rabbitmq, payment_stub, tmp_path_factory):
     with running_stack(tmp_path_factory.mktemp("rabbitmq-stack"), stack_template, "rabbitmq",
-                       broker_url=rabbitmq.url) as stack:
+                       payments=payment_stub, broker_url=rabbitmq.url) as stack:
         yield stack
 
 

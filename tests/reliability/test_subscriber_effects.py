@@ -14,48 +14,53 @@ from django.db import connection
 
 from apps.core.task_contract import OUTBOX_DELIVER_EVENT
 from apps.orders.models import Order, Reservation
+from apps.orders.sagas import CHECKOUT
 from apps.orders.services import order_place
+from apps.orders.subscribers import START_CHECKOUT
 from apps.outbox.delivery import event_deliver
 from apps.outbox.messages import ClaimedRow, event_envelope
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.relay import _DELIVERY_NAMESPACE
+from apps.sagas.models import SagaInstance
 from tests.helpers import wait_until
 from tests.reliability.support import RELAY_ENV, RestartableWorker, beat, private_redis
 from workers import app
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SUBSCRIBER = "orders.reserve_stock"
+SUBSCRIBER = START_CHECKOUT
+SAGAS = SagaInstance._meta.db_table
 FAILURES = 2
 BACKOFF_BASE_MS = 100
 
 
 @pytest.fixture
-def reservations_fail_twice():
-    """The first FAILURES reservation inserts raise in PostgreSQL; a sequence counts attempts across rollbacks."""
+def saga_starts_fail_twice():
+    """The subscriber's write (the checkout saga's instance) raises in PostgreSQL the first FAILURES times; a
+    sequence counts attempts across rollbacks."""
     with connection.cursor() as cursor:
-        cursor.execute("CREATE SEQUENCE test_reservation_attempts")
+        cursor.execute("CREATE SEQUENCE test_saga_start_attempts")
         cursor.execute(f"""
-            CREATE FUNCTION test_fail_reservations() RETURNS trigger LANGUAGE plpgsql AS $$
+            CREATE FUNCTION test_fail_saga_starts() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                IF nextval('test_reservation_attempts') <= {FAILURES} THEN
-                    RAISE EXCEPTION 'injected failure of reservation attempt %', currval('test_reservation_attempts');
+                IF nextval('test_saga_start_attempts') <= {FAILURES} THEN
+                    RAISE EXCEPTION 'injected failure of saga start attempt %', currval('test_saga_start_attempts');
                 END IF;
                 RETURN NEW;
             END $$""")
-        cursor.execute("CREATE TRIGGER test_fail_reservations BEFORE INSERT ON orders_reservation "
-                       "FOR EACH ROW EXECUTE FUNCTION test_fail_reservations()")
+        cursor.execute(f"CREATE TRIGGER test_fail_saga_starts BEFORE INSERT ON {SAGAS} "
+                       "FOR EACH ROW EXECUTE FUNCTION test_fail_saga_starts()")
 
     def attempts() -> int:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM test_reservation_attempts")
+            cursor.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM test_saga_start_attempts")
             return cursor.fetchone()[0]
 
     yield attempts
     with connection.cursor() as cursor:
-        cursor.execute("DROP TRIGGER IF EXISTS test_fail_reservations ON orders_reservation")
-        cursor.execute("DROP FUNCTION IF EXISTS test_fail_reservations()")
-        cursor.execute("DROP SEQUENCE IF EXISTS test_reservation_attempts")
+        cursor.execute(f"DROP TRIGGER IF EXISTS test_fail_saga_starts ON {SAGAS}")
+        cursor.execute("DROP FUNCTION IF EXISTS test_fail_saga_starts()")
+        cursor.execute("DROP SEQUENCE IF EXISTS test_saga_start_attempts")
 
 
 def _envelope(order: Order) -> dict:
@@ -68,22 +73,23 @@ def _envelope(order: Order) -> dict:
 
 
 def _assert_one_effect(order: Order, event: dict) -> None:
-    assert Reservation.objects.filter(order=order).count() == 1
-    assert str(Reservation.objects.get(order=order).event_id) == event["id"]
-    assert Order.objects.get(pk=order.pk).status == Order.Status.RESERVED
+    """One checkout saga started, by this event (its steps run later, through the outbox)."""
+    sagas = list(SagaInstance.objects.filter(name=CHECKOUT, key=str(order.pk)))
+    assert [saga.input["event_id"] for saga in sagas] == [event["id"]]
     assert InboxEntry.objects.filter(consumer=SUBSCRIBER, message_id=event["id"]).count() == 1
     assert not OutboxMessage.objects.filter(name=OUTBOX_DELIVER_EVENT).exists(), "no retry was scheduled"
 
 
-class OrderRowLock:
-    """Holds the order's row lock from another connection, so concurrent deliveries pile up behind it."""
+class SagaStartLock:
+    """Blocks inserts into the saga table from another connection, so concurrent deliveries pile up: the first
+    behind this lock (its inbox row written), the others behind the first's inbox row."""
 
-    def __init__(self, order: Order) -> None:
+    def __init__(self) -> None:
         params = connection.get_connection_params()
         params.pop("cursor_factory", None)
         params.pop("context", None)
         self.conn = psycopg.connect(**params)
-        self.conn.execute("SELECT 1 FROM orders_order WHERE id = %s FOR UPDATE", [order.pk])
+        self.conn.execute(f"LOCK TABLE {SAGAS} IN SHARE MODE")
 
     def release(self) -> None:
         self.conn.rollback()
@@ -98,7 +104,7 @@ def _backends_waiting_on_locks() -> int:
 
 
 def test_a_failing_subscriber_is_retried_through_the_outbox_until_it_succeeds_once(
-    api_client, tmp_path, reservations_fail_twice
+    api_client, tmp_path, saga_starts_fail_twice
 ):
     env = {**RELAY_ENV, "OUTBOX_BACKOFF_BASE_MS": str(BACKOFF_BASE_MS)}
     with private_redis(tmp_path) as broker:
@@ -106,19 +112,19 @@ def test_a_failing_subscriber_is_retried_through_the_outbox_until_it_succeeds_on
         try:
             worker.start()
             with beat(tmp_path, broker_url=broker.url, **env):
-                response = api_client.post("/api/orders/", {"sku": "FLAKY", "quantity": 1}, format="json")
+                response = api_client.post("/api/orders/", {"sku": "BOOK-1", "quantity": 1}, format="json")
                 assert response.status_code == 201
                 order = Order.objects.get(pk=response.json()["id"])
-                wait_until(lambda: Reservation.objects.filter(order=order).exists(), timeout=60,
-                           message="the reservation after two failures")
+                wait_until(lambda: Order.objects.get(pk=order.pk).status == Order.Status.CONFIRMED, timeout=60,
+                           message="the checkout after two failed starts")
         finally:
             worker.stop()
 
-    assert reservations_fail_twice() == FAILURES + 1
-    event_row = OutboxMessage.objects.get(kind=OutboxMessage.Kind.EVENT, key=f"order:{order.pk}")
+    assert saga_starts_fail_twice() == FAILURES + 1
+    event_row = OutboxMessage.objects.get(kind=OutboxMessage.Kind.EVENT, name="order.placed", key=f"order:{order.pk}")
+    assert SagaInstance.objects.filter(name=CHECKOUT, key=str(order.pk)).count() == 1
     assert Reservation.objects.filter(order=order).count() == 1
     assert str(Reservation.objects.get(order=order).event_id) == str(event_row.message_id)
-    assert Order.objects.get(pk=order.pk).status == Order.Status.RESERVED
     assert InboxEntry.objects.filter(consumer=SUBSCRIBER, message_id=event_row.message_id).count() == 1
 
     retries = list(OutboxMessage.objects.filter(kind=OutboxMessage.Kind.TASK, name=OUTBOX_DELIVER_EVENT)
@@ -136,11 +142,11 @@ def test_a_failing_subscriber_is_retried_through_the_outbox_until_it_succeeds_on
         assert timedelta(0) < row.available_at - row.created_at <= ceiling
     log = worker.logs()
     assert log.count(f"Subscriber {SUBSCRIBER} failed") == FAILURES
-    assert "injected failure of reservation attempt 2" in log
+    assert "injected failure of saga start attempt 2" in log
 
 
 def test_the_same_event_delivered_twice_in_process_has_one_effect(user):
-    order = order_place(owner=user, sku="TWICE", quantity=1)
+    order = order_place(owner=user, sku="BOOK-1", quantity=1)
     event = _envelope(order)
 
     assert event_deliver(subscriber=SUBSCRIBER, event=event) == "handled"
@@ -150,7 +156,7 @@ def test_the_same_event_delivered_twice_in_process_has_one_effect(user):
 
 
 def test_concurrent_duplicate_deliveries_in_process_have_one_effect(user):
-    order = order_place(owner=user, sku="RACE", quantity=1)
+    order = order_place(owner=user, sku="BOOK-1", quantity=1)
     event = _envelope(order)
     results: list[str] = []
 
@@ -160,12 +166,12 @@ def test_concurrent_duplicate_deliveries_in_process_have_one_effect(user):
         finally:
             connection.close()
 
-    lock = OrderRowLock(order)
+    lock = SagaStartLock()
     threads = [threading.Thread(target=deliver) for _ in range(2)]
     try:
         for thread in threads:
             thread.start()
-        # Both in flight at once: one behind the order lock, the other behind the first's inbox row.
+        # Both in flight at once: one behind the table lock, the other behind the first's inbox row.
         wait_until(lambda: _backends_waiting_on_locks() >= 2, timeout=20, message="both deliveries to block")
     finally:
         lock.release()
@@ -179,7 +185,7 @@ def test_concurrent_duplicate_deliveries_in_process_have_one_effect(user):
 def test_the_same_delivery_sent_twice_to_a_real_worker_has_one_effect(user, tmp_path):
     # No beat and no relay (a worker on the outbox queue would start one): only the two messages sent below
     # deliver this event.
-    order = order_place(owner=user, sku="REDELIVERED", quantity=1)
+    order = order_place(owner=user, sku="BOOK-1", quantity=1)
     event = _envelope(order)
     # The id the relay gives this delivery, so the second message is what a broker redelivery looks like.
     task_id = str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{event['id']}:{SUBSCRIBER}"))
@@ -187,7 +193,7 @@ def test_the_same_delivery_sent_twice_to_a_real_worker_has_one_effect(user, tmp_
         worker = RestartableWorker(tmp_path, "-Q", "events", "--concurrency", "2", broker_url=broker.url, **RELAY_ENV)
         try:
             worker.start()
-            lock = OrderRowLock(order)
+            lock = SagaStartLock()
             try:
                 with app.connection_for_write(broker.url) as conn:
                     for _ in range(2):

@@ -18,6 +18,7 @@ VALID_PRODUCTION_ENV = {
     "REDIS_URL": "redis://127.0.0.1:6379/1",
     "FERNET_KEYS": "ZGVwbG95LWNoZWNrLW9ubHktbm90LWEtc2VjcmV0ISE=",
     "EMAIL_URL": "smtp+tls://mailer@mail.example.com:587",
+    "PAYMENTS_URL": "https://payments.example.com/v1",
 }
 
 
@@ -59,6 +60,7 @@ def test_production_fails_naming_a_missing_variable(name):
         ("SECURE_SSL_REDIRECT", "maybe"),
         ("API_THROTTLE_RATE", "lots"),
         ("REDIS_URL", "memcached://cache:11211"),
+        ("PAYMENTS_URL", "ftp://payments.example.com"),
     ],
 )
 def test_production_fails_naming_a_malformed_variable(name, value):

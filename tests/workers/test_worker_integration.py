@@ -9,13 +9,13 @@ from django.db import connection, transaction
 
 from apps.core.models import Heartbeat
 from apps.core.task_contract import HEARTBEAT, OUTBOX_DELIVER_EVENT, QUEUES
-from apps.orders.models import Reservation
 from apps.orders.services import order_place
 from apps.outbox import enqueue
 from apps.outbox.messages import ClaimedRow, event_envelope
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.relay import _DELIVERY_NAMESPACE
 from apps.outbox.serving import relay_drain
+from apps.sagas.models import SagaInstance
 from tests.database import backends_waiting_on_locks
 from tests.helpers import wait_until
 from tests.processes import NO_RELAY, celery_process
@@ -162,6 +162,11 @@ def test_a_task_whose_database_connection_is_cut_is_retried_not_acked_away(tmp_p
     assert retry.last_error.startswith("OperationalError")
 
 
+def _checkouts(order):
+    """The checkout sagas the order's order.placed started (its subscriber's one effect)."""
+    return SagaInstance.objects.filter(name="orders.checkout", key=str(order.pk))
+
+
 def _envelope_of(order) -> dict:
     row = OutboxMessage.objects.get(kind=OutboxMessage.Kind.EVENT, key=f"order:{order.pk}")
     return json.loads(event_envelope(ClaimedRow(
@@ -174,9 +179,9 @@ def test_a_database_outage_during_a_delivery_requeues_it_instead_of_losing_it(tm
     """Issue 15 §2, the reported loss: the database goes away while event_deliver runs, so the inbox claim
     fails and no retry row can be written. The message goes back to the broker (with a wait, not a hot
     loop) until the database is back, then the subscriber runs once."""
-    order = order_place(owner=user, sku="OUTAGE", quantity=1)
+    order = order_place(owner=user, sku="BOOK-1", quantity=1)
     event = _envelope_of(order)
-    task_id = str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{event['id']}:orders.reserve_stock"))
+    task_id = str(uuid.uuid5(_DELIVERY_NAMESPACE, f"{event['id']}:orders.start_checkout"))
     db = settings.DATABASES["default"]
     proxy = PostgresProxy(db["HOST"], int(db["PORT"] or 5432))
     log = tmp_path / "worker.log"
@@ -185,18 +190,18 @@ def test_a_database_outage_during_a_delivery_requeues_it_instead_of_losing_it(tm
         with celery_process("worker", log, "--concurrency", "1", *NO_RELAY, TEST_DATABASE_URL=through_proxy,
                             TASK_REQUEUE_DELAY_MAX_SECONDS="1"):
             proxy.cut()
-            app.send_task(OUTBOX_DELIVER_EVENT, args=["orders.reserve_stock", event], task_id=task_id)
+            app.send_task(OUTBOX_DELIVER_EVENT, args=["orders.start_checkout", event], task_id=task_id)
             wait_until(lambda: log.read_text().count("back to the broker") >= 3, timeout=60,
                        message="the delivery to be handed back to the broker, again and again")
-            assert not Reservation.objects.filter(order=order).exists()
+            assert not _checkouts(order).exists()
             proxy.restore()
-            wait_until(lambda: Reservation.objects.filter(order=order).exists(), timeout=60,
+            wait_until(lambda: _checkouts(order).exists(), timeout=60,
                        message="the delivery to run once the database is back")
     finally:
         proxy.close()
 
-    assert Reservation.objects.filter(order=order).count() == 1
-    assert InboxEntry.objects.filter(consumer="orders.reserve_stock", message_id=event["id"]).count() == 1
+    assert _checkouts(order).count() == 1
+    assert InboxEntry.objects.filter(consumer="orders.start_checkout", message_id=event["id"]).count() == 1
     assert not OutboxMessage.objects.filter(name=OUTBOX_DELIVER_EVENT).exists(), "redelivered, not retried by a row"
     assert _task_outcomes(log.read_text(), task_id)[-1] == "succeeded"
     assert set(_task_outcomes(log.read_text(), task_id)[:-1]) == {"requeued"}

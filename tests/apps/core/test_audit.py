@@ -48,7 +48,7 @@ def admin_client(user) -> Client:
     ("outbox.retry", lambda: stored(status="dead"), "retry", {"reason": "broker was down"}),
     ("outbox.discard", lambda: stored(status="pending"), "discard", {"reason": "poison message"}),
     ("outbox.redrive", lambda: stored(status="published", payload=PUBLISHED_ORDER), "redrive",
-     {"subscriber": "orders.reserve_stock", "reason": "auto-reserve back on"}),
+     {"subscriber": "orders.start_checkout", "reason": "auto-reserve back on"}),
 ])
 def test_api_actions_by_key_record_who_what_when_why_and_which_key(action, make, path, body):
     user = staff_member("ops", group=OPERATORS)
@@ -67,7 +67,7 @@ def test_api_actions_by_key_record_who_what_when_why_and_which_key(action, make,
                                                                   body["reason"])
     assert entry.created_at is not None
     if action == "outbox.redrive":
-        assert entry.details["subscriber"] == "orders.reserve_stock"
+        assert entry.details["subscriber"] == "orders.start_checkout"
         assert OutboxMessage.objects.get(pk=entry.details["delivery_id"]).name == "outbox.deliver_event"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.orders.models import Order
+from apps.orders.models import Order, Product
 from apps.outbox.models import OutboxMessage
 
 pytestmark = pytest.mark.django_db
@@ -37,9 +37,9 @@ def superuser_client(django_user_model):
 
 
 @pytest.mark.parametrize(("body", "field"), [
-    ({"sku": "A", "quantity": "3"}, "quantity"),
-    ({"sku": "A", "quantity": 3.5}, "quantity"),
-    ({"sku": "A", "quantity": True}, "quantity"),
+    ({"sku": "PEN-1", "quantity": "3"}, "quantity"),
+    ({"sku": "PEN-1", "quantity": 3.5}, "quantity"),
+    ({"sku": "PEN-1", "quantity": True}, "quantity"),
     ({"sku": 12, "quantity": 3}, "sku"),
     ({"sku": ["A"], "quantity": 3}, "sku"),
 ])
@@ -50,7 +50,7 @@ def test_a_value_of_the_wrong_json_type_is_refused_not_converted(api_client, bod
 
 
 def test_an_integral_number_is_an_integer_as_json_schema_says(api_client):
-    response = api_client.post(ORDERS, b'{"sku": "A", "quantity": 3.0}', content_type="application/json")
+    response = api_client.post(ORDERS, b'{"sku": "PEN-1", "quantity": 3.0}', content_type="application/json")
 
     assert response.status_code == 201, response.content
     assert response.json()["quantity"] == 3
@@ -58,13 +58,14 @@ def test_an_integral_number_is_an_integer_as_json_schema_says(api_client):
 
 def test_an_unknown_field_is_refused_not_ignored(api_client):
     """issue 15 §0: "status": "reserved" was dropped silently and the order placed."""
-    response = api_client.post(ORDERS, {"sku": "A", "quantity": 3, "status": "reserved"}, format="json")
+    response = api_client.post(ORDERS, {"sku": "PEN-1", "quantity": 3, "status": "reserved"}, format="json")
 
     assert field_errors(response) == {"status": "unknown_field"}
     assert not Order.objects.exists()
 
 
 def test_text_is_kept_exactly_as_sent(api_client):
+    Product.objects.create(sku="  A  ", name="Spaced", price_cents=100, stock=1)
     response = api_client.post(ORDERS, {"sku": "  A  ", "quantity": 1}, format="json")
 
     assert response.status_code == 201

@@ -29,11 +29,11 @@ def _declarations_restored(monkeypatch):
 
 
 def test_the_flags_code_evaluates_are_declared():
-    from apps.orders.subscribers import AUTO_RESERVE_FLAG
+    from apps.orders.flags import AUTO_RESERVE
     from workers.tasks.flags import SCHEDULED_CHANGES_SWITCH
 
     declared = declared_flags()
-    assert AUTO_RESERVE_FLAG in declared and SCHEDULED_CHANGES_SWITCH in declared
+    assert AUTO_RESERVE.key in declared and SCHEDULED_CHANGES_SWITCH in declared
     assert {key: (d.kind, d.default) for key, d in DECLARED.items()} == {
         "orders.auto-reserve": ("boolean", True), "flags.scheduled-changes": ("boolean", True)}
     assert all(declared[key].description for key in DECLARED)

@@ -27,8 +27,8 @@ from apps.flags import get_details, is_enabled
 from apps.flags import snapshot as flags_snapshot
 from apps.flags.models import FlagsVersion
 from apps.flags.services import flag_save
+from apps.orders.flags import AUTO_RESERVE
 from apps.orders.models import Order, Reservation
-from apps.orders.subscribers import AUTO_RESERVE_FLAG
 from apps.outbox.models import InboxEntry, OutboxMessage
 from tests.helpers import free_port, wait_until
 from tests.processes import ROOT, celery_process, process_env
@@ -115,26 +115,27 @@ def _client_for(user) -> APIClient:
 def test_the_worker_evaluates_with_the_context_of_the_request_that_caused_the_task(user, other_user, tmp_path,
                                                                                      broker):
     alice, bob = user, other_user
-    _save(AUTO_RESERVE_FLAG, rules=[{"kind": "users", "params": {"user_ids": [str(alice.pk)]}}])
+    _save(AUTO_RESERVE.key, rules=[{"kind": "users", "params": {"user_ids": [str(alice.pk)]}}])
     clients = {alice.pk: _client_for(alice), bob.pk: _client_for(bob)}
 
     with relay_stack(tmp_path, broker):
         orders = {}
         for owner, client in clients.items():
-            response = client.post("/api/orders/", {"sku": "SKU-FLAG", "quantity": 1}, format="json")
+            response = client.post("/api/orders/", {"sku": "BOOK-1", "quantity": 1}, format="json")
             assert response.status_code == 201, response.content
             orders[owner] = response.json()["id"]
         events = {owner: OutboxMessage.objects.get(name="order.placed", key=f"order:{order_id}")
                   for owner, order_id in orders.items()}
 
-        wait_until(lambda: Reservation.objects.filter(order_id=orders[alice.pk]).exists(), timeout=30,
-                   message="alice's order to be reserved by the worker")
+        wait_until(lambda: Order.objects.filter(pk=orders[alice.pk], status=Order.Status.CONFIRMED).exists(),
+                   timeout=60, message="alice's order to be checked out by the worker")
         # The inbox entry is written in the subscriber's transaction: bob's event was handled, not pending.
-        wait_until(lambda: InboxEntry.objects.filter(consumer="orders.reserve_stock",
+        wait_until(lambda: InboxEntry.objects.filter(consumer="orders.start_checkout",
                                                      message_id=events[bob.pk].message_id).exists(),
                    timeout=30, message="the worker to handle bob's order.placed")
 
-    assert Order.objects.get(pk=orders[alice.pk]).status == Order.Status.RESERVED
+    assert Reservation.objects.filter(order_id=orders[alice.pk]).exists()
+    # The flag is off for bob: his checkout waits for an operator's approval instead of reserving.
     assert Order.objects.get(pk=orders[bob.pk]).status == Order.Status.PENDING
     assert not Reservation.objects.filter(order_id=orders[bob.pk]).exists()
     for owner, event in events.items():

@@ -30,7 +30,7 @@ from tests.processes import ROOT, process_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ORDER = {"sku": "SKU-LIVE", "quantity": 3}
+ORDER = {"sku": "BOOK-1", "quantity": 3}
 CONCURRENT = 50
 PROBLEM = "application/problem+json"
 

@@ -13,7 +13,7 @@ from apps.orders.models import Order
 from apps.outbox.models import OutboxMessage
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ORDER = {"sku": "SKU-1", "quantity": 2}
+ORDER = {"sku": "BOOK-1", "quantity": 2}
 
 
 def post(client, body=ORDER, key="key-1", **headers):
@@ -51,8 +51,8 @@ def test_same_key_with_a_different_body_is_422(api_client):
 
 
 def test_json_key_order_does_not_change_the_fingerprint(api_client):
-    post(api_client, body={"sku": "A", "quantity": 1})
-    response = api_client.post("/api/orders/", data='{"quantity": 1, "sku": "A"}', content_type="application/json",
+    post(api_client, body={"sku": "PEN-1", "quantity": 1})
+    response = api_client.post("/api/orders/", data='{"quantity": 1, "sku": "PEN-1"}', content_type="application/json",
                                HTTP_IDEMPOTENCY_KEY="key-1")
     assert response["Idempotent-Replayed"] == "true"
 
@@ -151,7 +151,7 @@ def test_encrypted_storage_replays_the_same_bytes(api_client, settings):
     first = post(api_client, key="secret")
     record = IdempotencyRecord.objects.get(key="secret")
 
-    assert b"SKU-1" not in bytes(record.response_body)
+    assert b"BOOK-1" not in bytes(record.response_body)
     assert post(api_client, key="secret").content == first.content
 
 

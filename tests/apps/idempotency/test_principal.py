@@ -28,7 +28,7 @@ def test_a_malformed_key_from_an_unauthenticated_caller_is_401(client, authoriza
     if authorization:
         headers["HTTP_AUTHORIZATION"] = authorization
 
-    response = client.post("/api/orders/", {"sku": "A", "quantity": 1}, content_type="application/json", **headers)
+    response = client.post("/api/orders/", {"sku": "PEN-1", "quantity": 1}, content_type="application/json", **headers)
 
     assert response.status_code == 401, response.content
     assert response["Content-Type"] == "application/problem+json"
@@ -48,7 +48,7 @@ def test_a_missing_required_key_from_an_unauthenticated_caller_is_401(client, se
     """issue 15 §0: the key checks come after authentication, the required-key check too."""
     settings.IDEMPOTENCY_REQUIRED_PATHS = [r"^/api/orders/$"]
 
-    response = client.post("/api/orders/", {"sku": "A", "quantity": 1}, content_type="application/json")
+    response = client.post("/api/orders/", {"sku": "PEN-1", "quantity": 1}, content_type="application/json")
 
     assert response.status_code == 401
 

@@ -153,7 +153,7 @@ def test_a_session_user_sending_another_auth_scheme_is_still_protected(user, aut
     client.credentials(HTTP_AUTHORIZATION=authorization)
     Order.objects.all().delete()
     IdempotencyRecord.objects.all().delete()
-    body = json.dumps({"sku": "SKU-1", "quantity": 1})
+    body = json.dumps({"sku": "BOOK-1", "quantity": 1})
 
     responses = [_send(client, "POST", "/api/orders/", body, "application/json", "session-key")
                  for _ in range(2)]
@@ -179,7 +179,7 @@ def test_a_replayed_405_keeps_its_allow_header(api_client, method):
 ])
 def test_a_body_over_the_upload_limit_is_a_4xx_problem_with_or_without_a_key(api_client, settings, raw_key):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
-    body = json.dumps({"sku": "SKU-1", "quantity": 1, "padding": "x" * 2000})
+    body = json.dumps({"sku": "BOOK-1", "quantity": 1, "padding": "x" * 2000})
 
     response = _send(api_client, "POST", "/api/orders/", body, "application/json", raw_key)
 

@@ -7,7 +7,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_order_amount_is_quantity_times_the_price_at_placing_time(api_client):
-    product = Product.objects.create(sku="BOOK-1", name="A book", price_cents=1250, stock=5)
+    product = Product.objects.get(sku="BOOK-1")  # the seeded catalog (tests/conftest.py): 1250 cents
 
     body = api_client.post("/api/orders/", {"sku": "BOOK-1", "quantity": 3}, format="json").json()
     product.price_cents = 9999
@@ -18,6 +18,7 @@ def test_order_amount_is_quantity_times_the_price_at_placing_time(api_client):
 
 
 def test_products_are_listed_paginated_by_sku(api_client):
+    Product.objects.all().delete()
     for sku in ("C", "A", "B"):
         Product.objects.create(sku=sku, name=f"Product {sku}", price_cents=100, stock=2)
 
@@ -59,4 +60,13 @@ def test_catalog_set_rejects_bad_input_and_writes_nothing(argv):
     with pytest.raises(CommandError):
         call_command("catalog", *argv)
 
-    assert not Product.objects.exists()
+    assert not Product.objects.filter(sku="NEW").exists()
+
+
+def test_catalog_set_if_missing_creates_but_never_changes(capsys):
+    call_command("catalog", "set", "MUG", "--name", "Mug", "--price-cents", "800", "--stock", "3", "--if-missing")
+    call_command("catalog", "set", "MUG", "--name", "Other", "--price-cents", "1", "--stock", "99", "--if-missing")
+
+    product = Product.objects.get(sku="MUG")
+    assert (product.name, product.price_cents, product.stock) == ("Mug", 800, 3)
+    assert capsys.readouterr().out.splitlines()[-1].startswith("Kept MUG")

@@ -1,16 +1,17 @@
 import pytest
 
 from apps.orders.models import Order
+from apps.outbox.models import OutboxMessage
 
 pytestmark = pytest.mark.django_db
 
 
 def test_create_order_returns_201_with_location(api_client, user):
-    response = api_client.post("/api/orders/", {"sku": "SKU-1", "quantity": 3}, format="json")
+    response = api_client.post("/api/orders/", {"sku": "BOOK-1", "quantity": 3}, format="json")
 
     assert response.status_code == 201
     body = response.json()
-    assert body["sku"] == "SKU-1" and body["quantity"] == 3 and body["status"] == "pending"
+    assert body["sku"] == "BOOK-1" and body["quantity"] == 3 and body["status"] == "pending"
     assert set(body) == {"id", "sku", "quantity", "amount_cents", "status", "cancel_reason", "created_at"}
     assert response["Location"].endswith(f"/api/orders/{body['id']}/")
     assert Order.objects.get(pk=body["id"]).owner == user
@@ -35,6 +36,18 @@ def test_invalid_order_is_a_400_problem_and_writes_nothing(api_client, payload, 
     assert response["Content-Type"] == "application/problem+json"
     assert field in {error["field"] for error in response.json()["errors"]}
     assert Order.objects.count() == 0
+
+
+def test_an_unknown_sku_is_a_400_naming_the_field_and_saves_nothing(api_client):
+    response = api_client.post("/api/orders/", {"sku": "NOT-LISTED", "quantity": 1}, format="json")
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == "urn:taskplane:problem:unknown-sku" and body["title"] == "Unknown SKU"
+    assert body["errors"] == [{"field": "sku", "message": "Not in the catalog (GET /api/products/).",
+                               "code": "unknown_sku"}]
+    assert Order.objects.count() == 0 and not OutboxMessage.objects.exists()
 
 
 def test_list_is_paginated_newest_first_and_only_mine(api_client, user, other_user):

@@ -186,9 +186,9 @@ def test_detail_is_read_only_and_rows_cannot_be_added_or_deleted(superuser_clien
 
 
 def test_inbox_entries_are_listed_read_only(superuser_client):
-    entry = InboxEntry.objects.create(consumer="orders.reserve_stock", message_id=event().message_id)
+    entry = InboxEntry.objects.create(consumer="orders.start_checkout", message_id=event().message_id)
 
-    listing = superuser_client.get(reverse("admin:outbox_inboxentry_changelist"), {"q": "orders.reserve_stock"})
+    listing = superuser_client.get(reverse("admin:outbox_inboxentry_changelist"), {"q": "orders.start_checkout"})
     detail = superuser_client.get(reverse("admin:outbox_inboxentry_change", args=[entry.pk]))
 
     assert {row.pk for row in listing.context["cl"].result_list} == {entry.pk}

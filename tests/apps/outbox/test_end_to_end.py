@@ -67,29 +67,29 @@ def test_order_placed_reaches_the_subscriber_and_topic_consumers(broker, api_cli
     request_id = f"e2e-{broker}-{uuid.uuid4().hex[:8]}"
     received: list[dict] = []
     with events_consumer(broker_url, "order.#") as queue, relay_stack(tmp_path, broker_url):
-        response = api_client.post("/api/orders/", {"sku": "SKU-E2E", "quantity": 2}, format="json",
+        response = api_client.post("/api/orders/", {"sku": "BOOK-1", "quantity": 2}, format="json",
                                    HTTP_X_REQUEST_ID=request_id)
         assert response.status_code == 201, response.content
         order_id = response.json()["id"]
         event_row = OutboxMessage.objects.get(kind=OutboxMessage.Kind.EVENT, name="order.placed")
 
-        reservation = wait_until(lambda: Reservation.objects.filter(order_id=order_id).first(), timeout=30,
-                                 message=f"the reservation of order {order_id} over {broker}")
+        wait_until(lambda: Order.objects.filter(pk=order_id, status=Order.Status.CONFIRMED).exists(), timeout=60,
+                   message=f"the checkout of order {order_id} over {broker}")
         envelope = wait_until(lambda: _receive(queue, received, str(event_row.message_id)), timeout=30,
                               message=f"the order.placed envelope on the {broker} topic exchange")
 
-    assert Order.objects.get(pk=order_id).status == Order.Status.RESERVED
+    reservation = Reservation.objects.get(order_id=order_id)
     assert (reservation.sku, reservation.quantity, str(reservation.event_id)) == (
-        "SKU-E2E", 2, str(event_row.message_id))
-    assert InboxEntry.objects.filter(consumer="orders.reserve_stock", message_id=event_row.message_id).count() == 1
+        "BOOK-1", 2, str(event_row.message_id))
+    assert InboxEntry.objects.filter(consumer="orders.start_checkout", message_id=event_row.message_id).count() == 1
     event_row.refresh_from_db()
     assert event_row.status == OutboxMessage.Status.PUBLISHED
 
     assert set(envelope) == {"id", "topic", "key", "payload", "headers", "occurred_at"}
     assert envelope["topic"] == "order.placed"
     assert envelope["key"] == f"order:{order_id}"
-    assert envelope["payload"] == {"order_id": order_id, "sku": "SKU-E2E", "quantity": 2, "owner_id": user.pk,
-                                   "amount_cents": 0}  # SKU-E2E is not in the catalog: priced 0
+    assert envelope["payload"] == {"order_id": order_id, "sku": "BOOK-1", "quantity": 2, "owner_id": user.pk,
+                                   "amount_cents": 2500}  # 2 × the seeded catalog's 1250
     assert envelope["headers"]["message_id"] == envelope["id"]
     assert envelope["headers"]["request_id"] == request_id
     assert datetime.fromisoformat(envelope["occurred_at"]) == event_row.created_at

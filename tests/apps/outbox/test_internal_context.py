@@ -20,13 +20,13 @@ from apps.core.api_keys import api_key_create
 from apps.core.request_context import set_request_id
 from apps.flags.context import set_context
 from apps.flags.services import flag_save
-from apps.orders.models import Reservation
-from apps.orders.subscribers import AUTO_RESERVE_FLAG
+from apps.orders.flags import AUTO_RESERVE
 from apps.outbox import publish
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.relay import relay_once
 from apps.outbox.serving import relay_drain
 from apps.outbox.transports import open_transport
+from apps.sagas.models import SagaInstance
 from tests.helpers import wait_until
 from tests.processes import celery_process
 
@@ -94,10 +94,10 @@ def test_an_outside_consumer_receives_no_internal_context(broker, settings, brok
 def test_a_subscriber_in_a_real_worker_still_evaluates_flags_for_the_placing_user(user, other_user, tmp_path,
                                                                                   broker_redis):
     """Issue 15 §10: with the context off the public headers, the subscriber task still gets it (internal
-    context → worker carriers): the flag is on for alice only, and only alice's order is reserved."""
+    context → worker carriers): the flag is on for alice only, and only alice's order is checked out at once."""
     from rest_framework.test import APIClient
 
-    flag_save(definition={"key": AUTO_RESERVE_FLAG, "enabled": True,
+    flag_save(definition={"key": AUTO_RESERVE.key, "enabled": True,
                           "rules": [{"kind": "users", "params": {"user_ids": [str(user.pk)]}}]},
               actor="tests", reason="only alice")
     orders = {}
@@ -106,7 +106,7 @@ def test_a_subscriber_in_a_real_worker_still_evaluates_flags_for_the_placing_use
             for person in (user, other_user):
                 client = APIClient()
                 client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_create(username=person.username)[1]}")
-                response = client.post("/api/orders/", {"sku": "SKU-CTX", "quantity": 1}, format="json")
+                response = client.post("/api/orders/", {"sku": "BOOK-1", "quantity": 1}, format="json")
                 assert response.status_code == 201, response.content
                 orders[person.pk] = response.json()["id"]
 
@@ -115,13 +115,15 @@ def test_a_subscriber_in_a_real_worker_still_evaluates_flags_for_the_placing_use
 
             def both_handled() -> bool:
                 relay_drain()
-                return InboxEntry.objects.filter(consumer="orders.reserve_stock", message_id__in=events).count() == 2
+                return InboxEntry.objects.filter(consumer="orders.start_checkout", message_id__in=events).count() == 2
 
             wait_until(both_handled, timeout=60, message="both deliveries to be handled in the worker")
         received = _received(queue)
 
-    assert Reservation.objects.filter(order_id=orders[user.pk]).exists()
-    assert not Reservation.objects.filter(order_id=orders[other_user.pk]).exists()
+    # The subscriber evaluated the flag with each placing request's context: bob's checkout waits for approval.
+    approval = {key: data["needs_approval"] for key, data in
+                SagaInstance.objects.filter(name="orders.checkout").values_list("key", "input")}
+    assert approval == {str(orders[user.pk]): False, str(orders[other_user.pk]): True}
     assert len(received) == 2
     for message in received:
         envelope = json.loads(message.body)

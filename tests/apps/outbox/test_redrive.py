@@ -31,7 +31,7 @@ from tests.apps.outbox.support import SECRET_TOPIC, stored
 from tests.authz import key_client, staff_member
 from tests.helpers import wait_until
 
-RESERVE_STOCK = "orders.reserve_stock"
+START_CHECKOUT = "orders.start_checkout"
 ORDER = {"order_id": 41, "sku": "SKU-R", "quantity": 2, "owner_id": 1}
 
 
@@ -75,16 +75,16 @@ def published(topic: str = ORDER_PLACED, payload: dict | None = None, *, transpo
 def test_redrive_removes_the_inbox_entry_and_sends_the_delivery_the_relay_sent(operator, transport, broker_redis):
     message = published(transport=transport)
     [original] = delivered(broker_redis)
-    InboxEntry.objects.create(consumer=RESERVE_STOCK, message_id=message.message_id)  # handled (or skipped)
+    InboxEntry.objects.create(consumer=START_CHECKOUT, message_id=message.message_id)  # handled (or skipped)
 
-    response = operator.post(redrive_url(message), {"subscriber": RESERVE_STOCK, "reason": "flag back on"},
+    response = operator.post(redrive_url(message), {"subscriber": START_CHECKOUT, "reason": "flag back on"},
                              format="json")
 
     assert response.status_code == 202, response.content
     body = response.json()
-    assert body["subscriber"] == RESERVE_STOCK and body["inbox_entry_removed"] is True
+    assert body["subscriber"] == START_CHECKOUT and body["inbox_entry_removed"] is True
     assert body["event"]["id"] == message.pk
-    assert not InboxEntry.objects.filter(consumer=RESERVE_STOCK, message_id=message.message_id).exists()
+    assert not InboxEntry.objects.filter(consumer=START_CHECKOUT, message_id=message.message_id).exists()
     delivery = OutboxMessage.objects.get(pk=body["delivery"]["id"])
     assert (delivery.kind, delivery.name, delivery.queue, delivery.status) == (
         "task", "outbox.deliver_event", "events", "pending")
@@ -103,12 +103,12 @@ def test_redrive_removes_the_inbox_entry_and_sends_the_delivery_the_relay_sent(o
 def test_redrive_without_an_inbox_entry_still_delivers(operator, transport):
     message = published(transport=transport)
 
-    response = operator.post(redrive_url(message), {"subscriber": RESERVE_STOCK, "reason": "never arrived"},
+    response = operator.post(redrive_url(message), {"subscriber": START_CHECKOUT, "reason": "never arrived"},
                              format="json")
 
     assert response.status_code == 202, response.content
     assert response.json()["inbox_entry_removed"] is False
-    assert not InboxEntry.objects.filter(consumer=RESERVE_STOCK).exists()
+    assert not InboxEntry.objects.filter(consumer=START_CHECKOUT).exists()
 
 
 def _task_row():
@@ -140,9 +140,9 @@ def _purged_event():
 ])
 def test_bad_redrives_are_clear_problems_that_change_nothing(operator, make, body, status, field):
     message = make()
-    InboxEntry.objects.create(consumer=RESERVE_STOCK, message_id=message.message_id)
+    InboxEntry.objects.create(consumer=START_CHECKOUT, message_id=message.message_id)
     rows_before = OutboxMessage.objects.count()
-    request = {key: value for key, value in {"subscriber": RESERVE_STOCK, "reason": "why", **body}.items()
+    request = {key: value for key, value in {"subscriber": START_CHECKOUT, "reason": "why", **body}.items()
                if value is not None}
 
     response = operator.post(redrive_url(message), request, format="json")
@@ -152,7 +152,7 @@ def test_bad_redrives_are_clear_problems_that_change_nothing(operator, make, bod
     if field:
         assert field in [error["field"] for error in response.json()["errors"]]
     assert OutboxMessage.objects.count() == rows_before
-    assert InboxEntry.objects.filter(consumer=RESERVE_STOCK, message_id=message.message_id).exists()
+    assert InboxEntry.objects.filter(consumer=START_CHECKOUT, message_id=message.message_id).exists()
     assert not OperatorAction.objects.exists()
 
 
@@ -209,14 +209,14 @@ def test_a_redrive_waits_for_a_running_delivery_and_leaves_no_inbox_entry(delive
     message = stored(status="published", payload=json.dumps(ORDER))
     running = _other_connection()
     running.execute("INSERT INTO outbox_inboxentry (consumer, message_id, processed_at) VALUES (%s, %s, now())",
-                    [RESERVE_STOCK, message.message_id])  # the delivery's claim, its transaction still open
+                    [START_CHECKOUT, message.message_id])  # the delivery's claim, its transaction still open
     outcome: dict = {}
     pids: dict = {}
 
     def redrive() -> None:
         try:
             pids["redrive"] = connection.cursor().connection.info.backend_pid
-            outcome["result"] = outbox_redrive(message_id=message.pk, subscriber=RESERVE_STOCK,
+            outcome["result"] = outbox_redrive(message_id=message.pk, subscriber=START_CHECKOUT,
                                                actor=Actor(name="ops", via=Via.API), reason="race")
         except Exception as exc:  # reported by the assertion below
             outcome["error"] = exc
@@ -236,7 +236,7 @@ def test_a_redrive_waits_for_a_running_delivery_and_leaves_no_inbox_entry(delive
 
     assert "error" not in outcome, outcome
     assert outcome["result"].inbox_entry_removed is (delivery_outcome == "commits")
-    assert not InboxEntry.objects.filter(consumer=RESERVE_STOCK, message_id=message.message_id).exists()
+    assert not InboxEntry.objects.filter(consumer=START_CHECKOUT, message_id=message.message_id).exists()
     assert OutboxMessage.objects.filter(name="outbox.deliver_event", status="pending").count() == 1
 
 
@@ -257,21 +257,21 @@ def test_admin_redrive_asks_for_subscriber_and_reason_then_redrives_the_publishe
     events = [stored(status="published", payload=json.dumps(ORDER)) for _ in range(2)]
     skipped = [stored(status="pending"), stored(kind="task", name="core.heartbeat", status="published")]
     for row in events:
-        InboxEntry.objects.create(consumer=RESERVE_STOCK, message_id=row.message_id)
+        InboxEntry.objects.create(consumer=START_CHECKOUT, message_id=row.message_id)
     selection = {"action": "redrive", "_selected_action": [row.pk for row in events + skipped]}
 
     form = admin_operator.post(CHANGELIST, selection)
     assert form.status_code == 200
-    assert b"Re-drive 2 of the 4 selected" in form.content and RESERVE_STOCK.encode() in form.content
+    assert b"Re-drive 2 of the 4 selected" in form.content and START_CHECKOUT.encode() in form.content
 
-    no_reason = admin_operator.post(CHANGELIST, {**selection, "confirm": "yes", "subscriber": RESERVE_STOCK})
+    no_reason = admin_operator.post(CHANGELIST, {**selection, "confirm": "yes", "subscriber": START_CHECKOUT})
     assert no_reason.status_code == 200 and b"This field is required" in no_reason.content
     assert OutboxMessage.objects.filter(name="outbox.deliver_event").count() == 0
 
-    done = admin_operator.post(CHANGELIST, {**selection, "confirm": "yes", "subscriber": RESERVE_STOCK,
+    done = admin_operator.post(CHANGELIST, {**selection, "confirm": "yes", "subscriber": START_CHECKOUT,
                                             "reason": "auto-reserve is back on"}, follow=True)
 
-    assert "Re-driven 2 event(s) to orders.reserve_stock" in done.content.decode()
+    assert "Re-driven 2 event(s) to orders.start_checkout" in done.content.decode()
     assert OutboxMessage.objects.filter(name="outbox.deliver_event", status="pending").count() == 2
     assert not InboxEntry.objects.exists()
     assert sorted(OperatorAction.objects.filter(action="outbox.redrive").values_list("target_id", flat=True)) == \

@@ -148,7 +148,7 @@ def test_subscribers_get_one_task_message_each(transport, broker_redis):
     record = json.loads(raw)
     assert record["headers"]["task"] == "outbox.deliver_event"
     args, _, _ = json.loads(base64.b64decode(record["body"]))
-    assert args[0] == "orders.reserve_stock" and args[1]["id"] == str(message.message_id)
+    assert args[0] == "orders.start_checkout" and args[1]["id"] == str(message.message_id)
 
 
 def _params():

@@ -21,6 +21,8 @@ class Command(BaseCommand):
         put.add_argument("--name")
         put.add_argument("--price-cents", type=int, dest="price_cents")
         put.add_argument("--stock", type=int)
+        put.add_argument("--if-missing", action="store_true", dest="if_missing",
+                         help="Only create the product: an existing one is left unchanged.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["subcommand"] == "list":
@@ -29,8 +31,9 @@ class Command(BaseCommand):
             return
         try:
             product, created = product_set(sku=options["sku"], name=options["name"],
-                                           price_cents=options["price_cents"], stock=options["stock"])
+                                           price_cents=options["price_cents"], stock=options["stock"],
+                                           if_missing=options["if_missing"])
         except TaskplaneError as exc:
             raise CommandError(exc.detail) from None
-        verb = "Created" if created else "Updated"
+        verb = "Created" if created else ("Kept" if options["if_missing"] else "Updated")
         self.stdout.write(f"{verb} {product.sku}: {product.name}, {product.price_cents} cents, stock {product.stock}")
