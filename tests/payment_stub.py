@@ -34,6 +34,9 @@ class _State:
     failures: dict[str, list[int]] = field(default_factory=dict)  # path → statuses to answer first
     delays: dict[str, list[float]] = field(default_factory=dict)  # path → seconds to wait before answering
     declined_orders: set[int] = field(default_factory=set)
+    declined_every: int = 0  # decline every order whose id is a multiple of this (0: none)
+    failing_every: int = 0  # answer 503 to the first charge request of orders with id % this == 1 (0: none)
+    failed_once: set[str] = field(default_factory=set)  # Idempotency-Keys already answered that 503
 
 
 class PaymentStub:
@@ -96,6 +99,12 @@ class PaymentStub:
         with self._lock:
             self._state.declined_orders.update(order_ids)
 
+    def misbehave(self, *, declined_every: int = 0, failing_every: int = 0) -> None:
+        """Decline every ``declined_every``-th order and fail the first charge request of every
+        ``failing_every``-th (offset by one) with a 503, by order id; zeros (the default) stop both."""
+        with self._lock:
+            self._state.declined_every, self._state.failing_every = declined_every, failing_every
+
     @property
     def requests(self) -> list[Received]:
         with self._lock:
@@ -120,6 +129,8 @@ class PaymentStub:
                 return status, {"error": "scripted failure"}, delay
             if not key:
                 status, answer = 400, {"error": "Idempotency-Key required"}
+            elif path == "charges" and self._fails_first(key, body):
+                status, answer = 503, {"error": "temporarily unavailable"}
             elif path == "charges":
                 status, answer = self._charge(key, body)
             elif path == "refunds":
@@ -129,11 +140,19 @@ class PaymentStub:
             state.requests.append(Received(path, key, body, status))
             return status, answer, delay
 
+    def _fails_first(self, key: str, body: dict[str, Any]) -> bool:
+        every, order_id = self._state.failing_every, body.get("order_id")
+        if not every or not isinstance(order_id, int) or order_id % every != 1 or key in self._state.failed_once:
+            return False
+        self._state.failed_once.add(key)
+        return True
+
     def _charge(self, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         charge = self._state.charges.get(key)
         if charge is None:
-            declined = (int(body.get("amount_cents", 0)) % 100 == 13
-                        or body.get("order_id") in self._state.declined_orders)
+            order_id, every = body.get("order_id"), self._state.declined_every
+            declined = (int(body.get("amount_cents", 0)) % 100 == 13 or order_id in self._state.declined_orders
+                        or bool(every and isinstance(order_id, int) and order_id % every == 0))
             charge = self._state.charges[key] = {"id": f"ch_{uuid.uuid4().hex}", "key": key, "declined": declined,
                                                  **body}
         return (402, {"error": "declined"}) if charge["declined"] else (201, {"id": charge["id"]})

@@ -11,9 +11,9 @@ from pathlib import Path
 from apps.outbox.models import OutboxMessage
 from tests.helpers import wait_until
 from tests.payment_stub import PaymentStub
+from tests.reliability.checkouts import DECLINED_EVERY, FAILING_EVERY, check_checkouts
 from tests.reliability.invariants import (
     ORDER_PLACED,
-    check_charges,
     check_orders,
     check_replays,
     load_summary,
@@ -47,10 +47,18 @@ def running_stack(directory: Path, template: StackDatabase, name: str, *, paymen
 def run_orders_under_faults(stack: Stack, *, prefix: str, faults: list[Fault], orders_between: int = 40,
                             rate: float = 30.0) -> OrderLoad:
     """Place orders while ``faults`` strike one after another, with ``orders_between`` orders answered before each
-    fault and after the last one; assert every invariant once the system has settled and print a one-line
-    summary. Returns the clients' record."""
+    fault and after the last one, the provider declining some and failing others once (checkouts.py); assert
+    every invariant once the system has settled and print a one-line summary. Returns the clients' record."""
     with stack.database.connect() as conn:
         seed_products(conn, prefix)
+    stack.payments.misbehave(declined_every=DECLINED_EVERY, failing_every=FAILING_EVERY)
+    try:
+        return _run(stack, prefix=prefix, faults=faults, orders_between=orders_between, rate=rate)
+    finally:
+        stack.payments.misbehave()
+
+
+def _run(stack: Stack, *, prefix: str, faults: list[Fault], orders_between: int, rate: float) -> OrderLoad:
     started = time.monotonic()
     writer, written = stack.keyed_writer(prefix)
     writer.start()
@@ -70,7 +78,7 @@ def run_orders_under_faults(stack: Stack, *, prefix: str, faults: list[Fault], o
     settled = time.monotonic() - started
     with stack.database.connect() as conn:
         violations = check_orders(conn, load)
-        violations.merge(check_charges(conn, load, stack.payments))
+        violations.merge(check_checkouts(conn, prefix, stack.payments))
         order_events = {message_id for (message_id,) in conn.execute(
             f"SELECT message_id::text FROM {OutboxMessage._meta.db_table} WHERE kind = 'event' AND name = %s "
             "AND payload LIKE %s", [ORDER_PLACED, f"%{prefix}-%"])}
