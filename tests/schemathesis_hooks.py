@@ -17,7 +17,9 @@ status alone, and is documented where the rule lives:
   no schema states (a cron that parses, an IANA zone, a task of the contract, one cadence of three,
   end after start, a backfill range in the past) (apps/schedules/errors.py). Type and bound errors
   answer ``validation-error`` first, which the hook keeps.
-
+- ``unknown-sku`` (400, POST /api/orders/): the SKU is a well-formed string that is not in the catalog,
+  which is data, not schema (apps/orders/catalog.py). Type and length errors answer ``validation-error``
+  first, which the hook keeps.
 - ``invalid-endpoint`` (400, webhook endpoint writes): what no schema states about an endpoint (a URL the
   SSRF guard refuses: scheme, allow-list, a non-public address, a host that does not resolve; an
   unknown event type or pattern; a reserved header or a value with a line break)
@@ -49,6 +51,8 @@ def _right_answer(status: int, problem: dict, operation: tuple[str, str]) -> boo
     if (status, kind) == (400, f"{PROBLEM}invalid-schedule") and operation[1].startswith("/api/schedules/"):
         return True
     if (status, kind) == (400, f"{PROBLEM}invalid-endpoint") and operation[1].startswith("/api/webhooks/endpoints/"):
+        return True
+    if (status, kind) == (400, f"{PROBLEM}unknown-sku") and operation == ("POST", "/api/orders/"):
         return True
     if operation not in FLAG_WRITES or status != 400:
         return False

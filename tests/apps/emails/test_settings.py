@@ -51,7 +51,8 @@ PRODUCTION = {"DJANGO_SETTINGS_MODULE": "settings.production",
               "SECRET_KEY": "x" * 60, "ALLOWED_HOSTS": "example.com",
               "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/taskplane",
               "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0", "REDIS_URL": "redis://127.0.0.1:6379/1",
-              "FERNET_KEYS": "ZGVwbG95LWNoZWNrLW9ubHktbm90LWEtc2VjcmV0ISE=", "METRICS_TOKEN": "t"}
+              "FERNET_KEYS": "ZGVwbG95LWNoZWNrLW9ubHktbm90LWEtc2VjcmV0ISE=", "METRICS_TOKEN": "t",
+              "PAYMENTS_URL": "https://payments.example.com/v1"}
 
 
 def test_production_requires_email_url():
