@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.core.pagination import PageQuerySerializer
-from apps.core.serializers import StrictSerializer
+from apps.core.serializers import REQUIRED_TEXT_PATTERN, StrictSerializer
 from apps.notifications.models import Attempt, Delivery, Endpoint, Message
 from apps.notifications.selectors import ATTEMPTS_SHOWN
 
@@ -14,9 +14,12 @@ EVENT_TYPES_HELP = "Exact event types (order.placed) or prefix patterns (order.*
 
 
 class EndpointWriteSerializer(StrictSerializer):
-    url = serializers.CharField(max_length=2000, help_text="https:// URL receiving POSTs (http:// only if allowed).")
+    # Patterned, not only checked: the schema says a blank URL or event type is refused (schemathesis holds it).
+    url = serializers.RegexField(REQUIRED_TEXT_PATTERN, max_length=2000,
+                                 help_text="https:// URL receiving POSTs (http:// only if allowed).")
     description = serializers.CharField(max_length=500, required=False, allow_blank=True)
-    event_types = serializers.ListField(child=serializers.CharField(max_length=200), required=False,
+    event_types = serializers.ListField(child=serializers.RegexField(REQUIRED_TEXT_PATTERN, max_length=200),
+                                        required=False,
                                         max_length=50, help_text=EVENT_TYPES_HELP)
     headers = serializers.DictField(child=serializers.CharField(max_length=1000, allow_blank=True), required=False,
                                     help_text="Extra request headers sent with every attempt.")
@@ -25,7 +28,7 @@ class EndpointWriteSerializer(StrictSerializer):
 
 
 class EndpointPatchSerializer(EndpointWriteSerializer):
-    url = serializers.CharField(max_length=2000, required=False)
+    url = serializers.RegexField(REQUIRED_TEXT_PATTERN, max_length=2000, required=False)
     enabled = serializers.BooleanField(required=False,
                                        help_text="true re-enables a disabled endpoint; false stops its deliveries.")
 

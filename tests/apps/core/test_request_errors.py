@@ -62,7 +62,7 @@ def test_a_get_without_the_trailing_slash_is_still_a_301(api_client):
 
 
 def test_following_the_308_repeats_the_request_with_its_body(api_client):
-    response = api_client.post("/api/orders", {"sku": "A", "quantity": 2}, format="json", follow=True)
+    response = api_client.post("/api/orders", {"sku": "BOOK-1", "quantity": 2}, format="json", follow=True)
 
     assert response.status_code == 201
     assert Order.objects.get().quantity == 2

@@ -144,11 +144,12 @@ def test_subscribers_get_one_task_message_each(transport, broker_redis):
     message = _publish(ORDER_PLACED, {"order_id": 1, "sku": "A", "quantity": 1, "owner_id": 1}, key="order:1")
     relay_once(transport)
 
-    [raw] = broker_redis.lrange("events", 0, -1)
-    record = json.loads(raw)
-    assert record["headers"]["task"] == "outbox.deliver_event"
-    args, _, _ = json.loads(base64.b64decode(record["body"]))
-    assert args[0] == "orders.start_checkout" and args[1]["id"] == str(message.message_id)
+    records = [json.loads(raw) for raw in broker_redis.lrange("events", 0, -1)]
+    assert {record["headers"]["task"] for record in records} == {"outbox.deliver_event"}
+    deliveries = [json.loads(base64.b64decode(record["body"]))[0] for record in records]
+    # order.placed has two subscribers: the checkout's and the webhooks' fan-out.
+    assert sorted(args[0] for args in deliveries) == ["notifications.webhooks.order.placed", "orders.start_checkout"]
+    assert {args[1]["id"] for args in deliveries} == {str(message.message_id)}
 
 
 def _params():
