@@ -23,7 +23,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # A lease longer than the outage, so the same relay is seen failing and recovering. Max attempts is low, so
 # an outage wrongly counted as failed attempts would dead-letter messages within seconds.
-ENV = {**RELAY_ENV, "OUTBOX_RELAY_LEASE_SECONDS": "30", "OUTBOX_MAX_ATTEMPTS": "3", "OUTBOX_BACKOFF_BASE_MS": "50"}
+ENV = {**RELAY_ENV, "OUTBOX_RELAY_LEASE_SECONDS": "30", "OUTBOX_MAX_ATTEMPTS": "3", "OUTBOX_BACKOFF_BASE_MS": "50",
+       # A stopped non-persistent Redis loses the checkout steps queued in it; the saga sweeper sends them
+       # again once they are this late (60 s by default).
+       "SAGAS_STEP_LOST_SECONDS": "10"}
 OBSERVER = "outage-observer"
 GATE_PASSWORD = "gate"
 BEFORE, DURING = 5, 30
