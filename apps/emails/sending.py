@@ -31,7 +31,7 @@ from apps.core.crypto import decrypt_text
 from apps.core.task_contract import EMAILS_SEND
 from apps.emails.models import Email
 from apps.emails.rendering import email_render
-from apps.outbox import enqueue
+from apps.outbox import enqueue, enqueue_claim_recheck
 from apps.outbox.relay import backoff_seconds
 
 logger = logging.getLogger(__name__)
@@ -77,9 +77,8 @@ def _not_claimed(email_id: int) -> str:
         return f"already-{email.state}"
     # Another send holds a live claim (a redelivered task while the first still runs, or one whose worker
     # died): look again once the lease can have expired, so a dead claim is taken over and not lost.
-    with transaction.atomic():
-        enqueue(EMAILS_SEND, args=[email_id], delay=lease_seconds() + 1,
-                dedup_key=f"emails.recheck:{email_id}:{email.claim_token}")
+    enqueue_claim_recheck(EMAILS_SEND, object_id=email_id, claim_token=email.claim_token,
+                          after_seconds=lease_seconds() + 1)
     return "busy"
 
 

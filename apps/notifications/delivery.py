@@ -32,7 +32,7 @@ from apps.notifications.endpoint_health import endpoint_failure_note, endpoint_s
 from apps.notifications.models import Attempt, Delivery, Endpoint, Message
 from apps.notifications.secrets import endpoint_active_secrets
 from apps.notifications.signing import signed_headers
-from apps.outbox import enqueue
+from apps.outbox import enqueue, enqueue_claim_recheck
 
 logger = logging.getLogger(__name__)
 KEPT_BODY_BYTES = 2048
@@ -193,7 +193,6 @@ def _not_claimed(delivery_id: int) -> str:
         return f"already-{delivery.state}"
     # Another attempt holds a live claim (a redelivered task, or one whose worker died): look again once
     # the lease can have expired, so a dead claim is taken over and not lost.
-    with transaction.atomic():
-        enqueue(WEBHOOKS_DELIVER, args=[delivery_id], delay=lease_seconds() + 1,
-                dedup_key=f"webhooks.recheck:{delivery_id}:{delivery.claim_token}")
+    enqueue_claim_recheck(WEBHOOKS_DELIVER, object_id=delivery_id, claim_token=delivery.claim_token,
+                          after_seconds=lease_seconds() + 1)
     return "busy"

@@ -6,11 +6,11 @@ the package while Django populates its app registry does not import models too e
 
 from typing import Any
 
-__all__ = ["enqueue", "publish", "subscriber"]
+__all__ = ["enqueue", "enqueue_claim_recheck", "publish", "subscriber"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("publish", "enqueue"):
+    if name in ("publish", "enqueue", "enqueue_claim_recheck"):
         from apps.outbox import writing
 
         return getattr(writing, name)

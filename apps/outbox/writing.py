@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from opentelemetry import propagate
 
 from apps.core.context_carriers import carriers_capture
@@ -308,3 +308,11 @@ class _Ambient:
     def headers_with(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         """A fresh copy of the ambient headers with the caller's own on top (docs/outbox.md lists them)."""
         return _checked_headers(self.headers, extra)
+
+
+def enqueue_claim_recheck(task_name: str, *, object_id: int, claim_token: Any, after_seconds: float) -> None:
+    """Run ``task_name(object_id)`` again once another worker's live claim can have expired, at most once per
+    claim (its token is in the dedup key): a claim whose worker died is then taken over, not lost."""
+    with transaction.atomic():
+        enqueue(task_name, args=[object_id], delay=after_seconds,
+                dedup_key=f"{task_name}:recheck:{object_id}:{claim_token}")

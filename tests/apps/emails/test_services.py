@@ -64,7 +64,8 @@ def test_a_live_claim_is_left_alone_and_looked_at_again_after_its_lease():
     assert email_send(email_id=email.pk) == "busy"
     assert email_send(email_id=email.pk) == "busy"
     assert mail.outbox == []
-    rechecks = OutboxMessage.objects.filter(name=EMAILS_SEND, dedup_key__startswith=f"emails.recheck:{email.pk}:")
+    rechecks = OutboxMessage.objects.filter(name=EMAILS_SEND,
+                                            dedup_key__startswith=f"{EMAILS_SEND}:recheck:{email.pk}:")
     assert rechecks.count() == 1  # one look-again per claim, however often the task is redelivered
 
 
