@@ -8,7 +8,6 @@ import threading
 import uuid
 from datetime import timedelta
 
-import psycopg
 import pytest
 from django.db import connection
 
@@ -22,6 +21,7 @@ from apps.outbox.messages import ClaimedRow, event_envelope
 from apps.outbox.models import InboxEntry, OutboxMessage
 from apps.outbox.relay import _DELIVERY_NAMESPACE
 from apps.sagas.models import SagaInstance
+from tests.database import backends_waiting_on_locks, other_connection
 from tests.helpers import wait_until
 from tests.reliability.support import RELAY_ENV, RestartableWorker, beat, private_redis
 from workers import app
@@ -85,22 +85,12 @@ class SagaStartLock:
     behind this lock (its inbox row written), the others behind the first's inbox row."""
 
     def __init__(self) -> None:
-        params = connection.get_connection_params()
-        params.pop("cursor_factory", None)
-        params.pop("context", None)
-        self.conn = psycopg.connect(**params)
+        self.conn = other_connection()
         self.conn.execute(f"LOCK TABLE {SAGAS} IN SHARE MODE")
 
     def release(self) -> None:
         self.conn.rollback()
         self.conn.close()
-
-
-def _backends_waiting_on_locks() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                       "AND wait_event_type = 'Lock'")
-        return cursor.fetchone()[0]
 
 
 def test_a_failing_subscriber_is_retried_through_the_outbox_until_it_succeeds_once(
@@ -172,7 +162,7 @@ def test_concurrent_duplicate_deliveries_in_process_have_one_effect(user):
         for thread in threads:
             thread.start()
         # Both in flight at once: one behind the table lock, the other behind the first's inbox row.
-        wait_until(lambda: _backends_waiting_on_locks() >= 2, timeout=20, message="both deliveries to block")
+        wait_until(lambda: backends_waiting_on_locks() >= 2, timeout=20, message="both deliveries to block")
     finally:
         lock.release()
         for thread in threads:
@@ -199,7 +189,7 @@ def test_the_same_delivery_sent_twice_to_a_real_worker_has_one_effect(user, tmp_
                     for _ in range(2):
                         app.send_task(OUTBOX_DELIVER_EVENT, args=[SUBSCRIBER, event], task_id=task_id,
                                       connection=conn)
-                wait_until(lambda: _backends_waiting_on_locks() >= 2, timeout=30,
+                wait_until(lambda: backends_waiting_on_locks() >= 2, timeout=30,
                            message="both deliveries to run at once in the worker")
             finally:
                 lock.release()
